@@ -1,0 +1,1 @@
+"""beanq: a beanstalkd-compatible work-queue daemon."""

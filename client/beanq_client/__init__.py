@@ -1,0 +1,1 @@
+"""beanq_client: a client for beanstalkd-protocol servers."""
