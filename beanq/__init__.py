@@ -1,1 +1,3 @@
-"""beanq: a beanstalkd-compatible work-queue daemon."""
+"""beanq: a work-queue daemon that speaks the beanstalkd protocol."""
+
+__version__ = "0.1.0"

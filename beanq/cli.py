@@ -1,0 +1,168 @@
+"""Flags to ``Config``, as beanstalkd 1.12 parses them: same letters, defaults, messages and
+exit codes. Combined short flags work (``-VV``, ``-p11300``, ``-Fb dir``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import sys
+from collections.abc import Sequence
+
+from beanq import __version__, protocol
+from beanq.server import Config, StartupError
+
+USAGE = """\
+Use: {prog} [OPTIONS]
+
+Options:
+ -b DIR   write-ahead log directory
+ -f MS    fsync at most once every MS milliseconds (default is 50ms);
+          use -f0 for "always fsync"
+ -F       never fsync
+ -l ADDR  listen on address (default is 127.0.0.1; use 0.0.0.0 for all interfaces,
+          or unix:/path for a local socket)
+ -p PORT  listen on port (default is 11300)
+ -u USER  become user and group
+ -z BYTES set the maximum job size in bytes (default is 65535);
+          max allowed is 1073741824 bytes
+ -s BYTES set the size of each write-ahead log file (default is 10485760);
+          will be rounded up to a multiple of 4096 bytes
+ -v       show version information
+ -V       increase verbosity
+ -h       show this help
+"""
+
+
+class UsageExit(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _warn(prog: str, message: str) -> None:
+    print(f"{prog}: {message}", file=sys.stderr)
+
+
+def _usage(prog: str, code: int) -> UsageExit:
+    print(USAGE.format(prog=prog), file=sys.stderr, end="")
+    return UsageExit(code)
+
+
+def _size(prog: str, text: str) -> int:
+    if not text.isdigit():
+        _warn(prog, f"invalid size: {text}")
+        raise _usage(prog, 5)
+    return int(text)
+
+
+def parse_args(argv: Sequence[str], prog: str = "beanq") -> Config:
+    """Parse flags the way beanstalkd's optparse does. Raises UsageExit for -h, -v and errors."""
+    values: dict[str, object] = {}
+    verbose = 0
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if not arg.startswith("-") or arg == "-":
+            _warn(prog, f"unknown argument: {arg}")
+            raise _usage(prog, 5)
+        j = 1
+        while j < len(arg):
+            flag = arg[j]
+            j += 1
+            if flag in "plzsfub":
+                if j < len(arg):
+                    value = arg[j:]
+                    j = len(arg)
+                elif i < len(args):
+                    value = args[i]
+                    i += 1
+                else:
+                    _warn(prog, f"flag requires an argument: -{flag}")
+                    raise _usage(prog, 5)
+                if flag == "p":
+                    values["port"] = value
+                elif flag == "l":
+                    values["listen"] = value
+                elif flag == "z":
+                    size = _size(prog, value)
+                    if size > protocol.MAX_JOB_SIZE_LIMIT:
+                        _warn(prog, f"maximum job size was set to {protocol.MAX_JOB_SIZE_LIMIT}")
+                        size = protocol.MAX_JOB_SIZE_LIMIT
+                    values["max_job_size"] = size
+                elif flag == "s":
+                    values["segment_size"] = _size(prog, value)
+                elif flag == "f":
+                    values["fsync_ms"] = _size(prog, value)
+                elif flag == "u":
+                    values["user"] = value
+                else:
+                    values["binlog_dir"] = value
+            elif flag == "F":
+                values["fsync_ms"] = None
+            elif flag in "cn":
+                _warn(prog, f"-{flag} flag was removed. binlog is always compacted.")
+            elif flag == "V":
+                verbose += 1
+            elif flag == "h":
+                raise _usage(prog, 0)
+            elif flag == "v":
+                print(f"beanq {__version__}")
+                raise UsageExit(0)
+            else:
+                _warn(prog, f"unknown flag: {arg}")
+                raise _usage(prog, 5)
+    port_text = str(values.pop("port", "11300"))
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        _warn(prog, f"getaddrinfo(): invalid port {port_text}")
+        raise UsageExit(111)
+    return Config(port=port, verbose=verbose, **values)  # type: ignore[arg-type]
+
+
+def _become(user: str) -> None:
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise StartupError(f'getpwnam("{user}"): no such user', 33) from None
+    try:
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+    except OSError as exc:
+        raise StartupError(f'setuid({entry.pw_uid} "{user}"): {exc.strerror}', 34) from exc
+
+
+def _configure_logging(verbose: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s beanq: %(message)s"))
+    root = logging.getLogger("beanq")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    root.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    prog = "beanq"
+    try:
+        config = parse_args(sys.argv[1:] if argv is None else argv, prog)
+    except UsageExit as exc:
+        return exc.code
+    _configure_logging(config.verbose)
+    from beanq import server
+
+    try:
+        listener = server.open_listener(config)
+        if config.user:
+            _become(config.user)
+        server.run(config, listener)
+    except StartupError as exc:
+        _warn(prog, str(exc))
+        return exc.code
+    except KeyboardInterrupt:
+        pass
+    return 0

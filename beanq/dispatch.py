@@ -1,0 +1,439 @@
+"""From commands to replies: one client connection's conversation with the engine.
+
+``Connection`` is sans-IO, like the codec it wraps: the server hands it received bytes and the
+current time, and takes back the bytes to send. Commands are answered strictly in order; a
+``reserve`` that has to wait holds back the commands pipelined behind it, as beanstalkd does,
+until its job, TIMED_OUT or DEADLINE_SOON arrives. ``Hub`` owns the engine and every
+connection; after each batch of input or timer work it delivers the engine's notices to the
+connections they concern and lists the connections that have output.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable
+from typing import NamedTuple
+
+from beanq import protocol as p
+from beanq.tubes import STATE_NAMES, Engine, Job, Notice, Session
+
+log = logging.getLogger("beanq")
+
+
+class HostInfo(NamedTuple):
+    """Facts about the process for ``stats``, gathered by the server (which owns the OS)."""
+
+    version: str
+    pid: int
+    hostname: str
+    os: str
+    platform: str
+    instance_id: str  # 16 hex digits, new on every start
+    rusage: Callable[[], tuple[float, float]]  # user and system CPU seconds
+
+
+class BinlogStats(NamedTuple):
+    oldest_index: int = 0
+    current_index: int = 0
+    records_migrated: int = 0
+    records_written: int = 0
+    max_size: int = 10485760
+
+
+NO_BINLOG = BinlogStats()
+
+
+def _job_reply(word: bytes, job: Job) -> bytes:
+    body = job.body
+    return b"%s %d %d\r\n%b\r\n" % (word, job.id, len(body), body)
+
+
+_NOTICE_REPLY = {Notice.TIMED_OUT: p.TIMED_OUT, Notice.DEADLINE_SOON: p.DEADLINE_SOON}
+
+
+class Hub:
+    """The engine plus everything needed to answer every connection."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        host: HostInfo,
+        *,
+        max_job_size: int = p.DEFAULT_MAX_JOB_SIZE,
+        binlog_stats: Callable[[], BinlogStats] = lambda: NO_BINLOG,
+        job_file: Callable[[Job], int] = lambda job: 0,
+    ) -> None:
+        self.engine = engine
+        self.host = host
+        self.max_job_size = max_job_size
+        self.binlog_stats = binlog_stats
+        self.job_file = job_file
+        self.draining = False
+        self.connections: dict[Session, Connection] = {}
+        self.dirty: list[Connection] = []  # connections with output since the last take_dirty
+
+    def open(self) -> Connection:
+        conn = Connection(self)
+        self.connections[conn.session] = conn
+        return conn
+
+    def tick(self, now: float) -> float | None:
+        """Fire due timers, deliver what they caused; return the next timer's due time."""
+        when = self.engine.tick(now)
+        self.deliver(now)
+        return when
+
+    def deliver(self, now: float) -> None:
+        """Hand each notice to its connection; a woken connection then answers the commands
+        it held back, which may wake others in turn."""
+        notices = self.engine.notices
+        while notices:
+            batch = notices[:]
+            notices.clear()
+            for session, notice in batch:
+                conn = self.connections.get(session)
+                if conn is not None:
+                    conn.wake(notice, now)
+
+    def take_dirty(self) -> list[Connection]:
+        dirty = self.dirty
+        self.dirty = []
+        return dirty
+
+    # --- stats bodies ----------------------------------------------------------------------
+
+    def stats_body(self, now: float) -> bytes:
+        e = self.engine
+        c = e.commands.get
+        utime, stime = self.host.rusage()
+        b = self.binlog_stats()
+        return p.yaml_dict(
+            [
+                ("current-jobs-urgent", e.urgent_count),
+                ("current-jobs-ready", e.ready_count),
+                ("current-jobs-reserved", e.reserved_count),
+                ("current-jobs-delayed", e.delayed_count),
+                ("current-jobs-buried", e.buried_count),
+                *[(f"cmd-{name}", c(name, 0)) for name in _COUNTED_COMMANDS],
+                ("job-timeouts", e.timeouts),
+                ("total-jobs", e.total_jobs),
+                ("max-job-size", self.max_job_size),
+                ("current-tubes", len(e.tubes)),
+                ("current-connections", e.connections),
+                ("current-producers", e.producers),
+                ("current-workers", e.workers),
+                ("current-waiting", e.waiting_count),
+                ("total-connections", e.total_connections),
+                ("pid", self.host.pid),
+                ("version", self.host.version),
+                ("rusage-utime", _seconds(utime)),
+                ("rusage-stime", _seconds(stime)),
+                ("uptime", int(now - e.started)),
+                ("binlog-oldest-index", b.oldest_index),
+                ("binlog-current-index", b.current_index),
+                ("binlog-records-migrated", b.records_migrated),
+                ("binlog-records-written", b.records_written),
+                ("binlog-max-size", b.max_size),
+                ("draining", self.draining),
+                ("id", p.Bare(self.host.instance_id)),
+                ("hostname", self.host.hostname),
+                ("os", self.host.os),
+                ("platform", self.host.platform),
+            ]
+        )
+
+    def stats_tube_body(self, name: bytes, now: float) -> bytes | None:
+        e = self.engine
+        t = e.find_tube(name)
+        if t is None:
+            return None
+        return p.yaml_dict(
+            [
+                ("name", name.decode()),
+                ("current-jobs-urgent", t.urgent_count),
+                ("current-jobs-ready", t.ready_count),
+                ("current-jobs-reserved", t.reserved_count),
+                ("current-jobs-delayed", t.delayed_count),
+                ("current-jobs-buried", len(t.buried)),
+                ("total-jobs", t.total_jobs),
+                ("current-using", t.using),
+                ("current-watching", t.watching),
+                ("current-waiting", len(t.waiting)),
+                ("cmd-delete", t.delete_count),
+                ("cmd-pause-tube", t.pause_count),
+                ("pause", t.pause_seconds if t.paused_until is not None else 0),
+                ("pause-time-left", e.pause_time_left(t, now)),
+            ]
+        )
+
+    def stats_job_body(self, job: Job, now: float) -> bytes:
+        return p.yaml_dict(
+            [
+                ("id", job.id),
+                ("tube", job.tube.name.decode()),
+                ("state", p.Bare(STATE_NAMES[job.state])),
+                ("pri", job.pri),
+                ("age", int(now - job.created)),
+                ("delay", job.delay),
+                ("ttr", job.ttr),
+                ("time-left", self.engine.job_time_left(job, now)),
+                ("file", self.job_file(job)),
+                ("reserves", job.reserves),
+                ("timeouts", job.timeouts),
+                ("releases", job.releases),
+                ("buries", job.buries),
+                ("kicks", job.kicks),
+            ]
+        )
+
+
+_COUNTED_COMMANDS = (
+    "put",
+    "peek",
+    "peek-ready",
+    "peek-delayed",
+    "peek-buried",
+    "reserve",
+    "reserve-with-timeout",
+    "delete",
+    "release",
+    "use",
+    "watch",
+    "ignore",
+    "bury",
+    "kick",
+    "touch",
+    "stats",
+    "stats-job",
+    "stats-tube",
+    "list-tubes",
+    "list-tube-used",
+    "list-tubes-watched",
+    "pause-tube",
+)
+
+
+def _seconds(value: float) -> p.Bare:
+    micros = round(value * 1_000_000)
+    return p.Bare(f"{micros // 1_000_000}.{micros % 1_000_000:06d}")
+
+
+class Connection:
+    """One client's conversation: bytes in, replies out, in order."""
+
+    __slots__ = ("_pending", "blocked", "closing", "eof", "hub", "out", "reader", "session")
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.reader = p.CommandReader(hub.max_job_size)
+        self.session = hub.engine.connect()
+        self._pending: collections.deque[p.Event] = collections.deque()
+        self.out: list[bytes] = []
+        self.blocked = False  # in a reserve that waits
+        self.closing = False  # quit was received: close once the output is sent
+        self.eof = False  # the client shut down its sending side
+
+    @property
+    def held(self) -> int:
+        """Commands received but not yet answered (behind a waiting reserve)."""
+        return len(self._pending)
+
+    def receive(self, data: bytes, now: float) -> None:
+        events = self.reader.feed(data)
+        if self.blocked or self._pending or self.closing:
+            self._pending.extend(events)
+            return
+        for i, event in enumerate(events):
+            self._handle(event, now)
+            if self.blocked or self.closing:
+                self._pending.extend(events[i + 1 :])
+                return
+
+    def receive_eof(self, now: float) -> None:
+        """The client half-closed: a waiting reserve ends with TIMED_OUT (as in beanstalkd),
+        the commands behind it are still answered, and then the connection closes."""
+        self.eof = True
+        if self.blocked and self.hub.engine.cancel_wait(self.session):
+            self.wake(Notice.TIMED_OUT, now)
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more will come from this connection: close it once ``out`` is sent."""
+        return self.closing or (self.eof and not self.blocked)
+
+    def wake(self, notice: Job | Notice, now: float) -> None:
+        self.blocked = False
+        if isinstance(notice, Job):
+            self._reply(_job_reply(b"RESERVED", notice))
+        else:
+            self._reply(_NOTICE_REPLY[notice])
+        self._run_pending(now)
+
+    def _run_pending(self, now: float) -> None:
+        pending = self._pending
+        while pending and not self.blocked and not self.closing:
+            self._handle(pending.popleft(), now)
+        if self.blocked and self.eof and self.hub.engine.cancel_wait(self.session):
+            self.wake(Notice.TIMED_OUT, now)
+
+    def close(self, now: float) -> None:
+        """The socket is gone: release the session's reserved jobs at once."""
+        hub = self.hub
+        if hub.connections.pop(self.session, None) is not None:
+            hub.engine.disconnect(self.session, now)
+            hub.deliver(now)
+
+    def _reply(self, data: bytes) -> None:
+        if not self.out:
+            self.hub.dirty.append(self)
+        self.out.append(data)
+
+    def _count(self, name: str) -> None:
+        commands = self.hub.engine.commands
+        commands[name] = commands.get(name, 0) + 1
+
+    # --- commands --------------------------------------------------------------------------
+
+    def _handle(self, event: p.Event, now: float) -> None:
+        try:
+            _HANDLERS[type(event)](self, event, now)
+        except Exception:
+            # A bug must cost one reply, not the server: log it and keep the connection.
+            log.exception("internal error handling %r", event)
+            self._reply(p.INTERNAL_ERROR)
+
+    def _put(self, cmd: p.Put, now: float) -> None:
+        self._count("put")
+        hub = self.hub
+        hub.engine.mark_producer(self.session)
+        if hub.draining:
+            self._reply(p.DRAINING)
+            return
+        job = hub.engine.put(self.session, cmd.pri, cmd.delay, cmd.ttr, cmd.body, now)
+        self._reply(b"INSERTED %d\r\n" % job.id)
+
+    def _reserve(self, cmd: p.Reserve, now: float) -> None:
+        engine = self.hub.engine
+        self._count("reserve" if cmd.timeout is None else "reserve-with-timeout")
+        engine.mark_worker(self.session)
+        result = engine.reserve(self.session, cmd.timeout, now)
+        if result is None:
+            self.blocked = True
+        elif isinstance(result, Job):
+            self._reply(_job_reply(b"RESERVED", result))
+        else:
+            self._reply(_NOTICE_REPLY[result])
+
+    def _job_command(self, cmd: p.JobCommand, now: float) -> None:
+        name = cmd.name
+        engine = self.hub.engine
+        if name == "delete":
+            self._count(name)
+            self._reply(p.DELETED if engine.delete(self.session, cmd.id) else p.NOT_FOUND)
+        elif name == "touch":
+            self._count(name)
+            self._reply(p.TOUCHED if engine.touch(self.session, cmd.id, now) else p.NOT_FOUND)
+        elif name == "peek":
+            self._count(name)
+            job = engine.peek(cmd.id)
+            self._reply(p.NOT_FOUND if job is None else _job_reply(b"FOUND", job))
+        elif name == "reserve-job":
+            self._count(name)
+            engine.mark_worker(self.session)
+            job = engine.reserve_job(self.session, cmd.id, now)
+            self._reply(p.NOT_FOUND if job is None else _job_reply(b"RESERVED", job))
+        elif name == "kick-job":
+            self._count(name)
+            self._reply(p.KICKED if engine.kick_job(cmd.id, now) else p.NOT_FOUND)
+        else:  # stats-job
+            self._count(name)
+            job = engine.peek(cmd.id)
+            self._reply(
+                p.NOT_FOUND if job is None else p.ok_reply(self.hub.stats_job_body(job, now))
+            )
+
+    def _release(self, cmd: p.Release, now: float) -> None:
+        self._count("release")
+        ok = self.hub.engine.release(self.session, cmd.id, cmd.pri, cmd.delay, now)
+        self._reply(p.RELEASED if ok else p.NOT_FOUND)
+
+    def _bury(self, cmd: p.Bury, now: float) -> None:
+        self._count("bury")
+        self._reply(
+            p.BURIED if self.hub.engine.bury(self.session, cmd.id, cmd.pri) else p.NOT_FOUND
+        )
+
+    def _kick(self, cmd: p.Kick, now: float) -> None:
+        self._count("kick")
+        self._reply(b"KICKED %d\r\n" % self.hub.engine.kick(self.session, cmd.bound, now))
+
+    def _tube_command(self, cmd: p.TubeCommand, now: float) -> None:
+        name = cmd.name
+        self._count(name)
+        engine = self.hub.engine
+        if name == "use":
+            engine.use(self.session, cmd.tube)
+            self._reply(b"USING %b\r\n" % cmd.tube)
+        elif name == "watch":
+            self._reply(b"WATCHING %d\r\n" % engine.watch(self.session, cmd.tube))
+        elif name == "ignore":
+            count = engine.ignore(self.session, cmd.tube)
+            self._reply(p.NOT_IGNORED if count is None else b"WATCHING %d\r\n" % count)
+        else:  # stats-tube
+            body = self.hub.stats_tube_body(cmd.tube, now)
+            self._reply(p.NOT_FOUND if body is None else p.ok_reply(body))
+
+    def _pause_tube(self, cmd: p.PauseTube, now: float) -> None:
+        self._count("pause-tube")
+        ok = self.hub.engine.pause_tube(cmd.tube, cmd.delay, now)
+        self._reply(p.PAUSED if ok else p.NOT_FOUND)
+
+    def _simple(self, cmd: p.Simple, now: float) -> None:
+        name = cmd.name
+        if name == "quit":
+            self.closing = True
+            return
+        self._count(name)
+        engine = self.hub.engine
+        s = self.session
+        if name == "list-tube-used":
+            self._reply(b"USING %b\r\n" % s.use.name)
+            return
+        if name == "stats":
+            self._reply(p.ok_reply(self.hub.stats_body(now)))
+            return
+        if name == "list-tubes":
+            self._reply(p.ok_reply(p.yaml_list([t.name for t in engine.tube_order])))
+            return
+        if name == "list-tubes-watched":
+            self._reply(p.ok_reply(p.yaml_list([t.name for t in s.watch])))
+            return
+        if name == "peek-ready":
+            job = engine.peek_ready(s)
+        elif name == "peek-delayed":
+            job = engine.peek_delayed(s)
+        else:
+            job = engine.peek_buried(s)
+        self._reply(p.NOT_FOUND if job is None else _job_reply(b"FOUND", job))
+
+    def _invalid(self, event: p.Invalid, now: float) -> None:
+        if event.counted is not None:
+            self._count(event.counted)
+        if event.producer:
+            self.hub.engine.mark_producer(self.session)
+        self._reply(event.reply)
+
+
+_HANDLERS: dict[type, Callable[[Connection, p.Event, float], None]] = {
+    p.Put: Connection._put,  # type: ignore[dict-item]
+    p.Reserve: Connection._reserve,  # type: ignore[dict-item]
+    p.JobCommand: Connection._job_command,  # type: ignore[dict-item]
+    p.Release: Connection._release,  # type: ignore[dict-item]
+    p.Bury: Connection._bury,  # type: ignore[dict-item]
+    p.Kick: Connection._kick,  # type: ignore[dict-item]
+    p.TubeCommand: Connection._tube_command,  # type: ignore[dict-item]
+    p.PauseTube: Connection._pause_tube,  # type: ignore[dict-item]
+    p.Simple: Connection._simple,  # type: ignore[dict-item]
+    p.Invalid: Connection._invalid,  # type: ignore[dict-item]
+}

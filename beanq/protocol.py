@@ -1,0 +1,607 @@
+"""The beanstalk wire protocol, sans I/O.
+
+Theory of operation
+-------------------
+The protocol is line-oriented: a command is one line of at most 224 bytes ending in CRLF;
+``put`` is followed by a body of exactly the announced size plus CRLF. Replies are lines, and
+``RESERVED``/``FOUND``/``OK`` replies are followed by a counted body.
+
+``CommandReader`` is the server's half. Bytes go in with ``feed``; ``events`` returns every
+command that is complete so far, in order. It is a small state machine with four states, as
+beanstalkd has: waiting for a command line, reading a body by count (never by scanning), throwing
+a body away (``JOB_TOO_BIG``), and throwing an over-long line away up to its CRLF. Bad input
+becomes an ``Invalid`` event carrying beanstalkd's exact error reply, so the connection stays
+usable and the reply keeps its place among pipelined replies.
+
+``ReplyReader`` and the ``encode_*`` functions are the client's half; the bundled client and the
+tests use them. Nothing here touches sockets, clocks or the queue engine.
+
+Grammar decisions (see README, "Differences from beanstalkd"): beanstalkd 1.12 matches command
+names by prefix, so ``quitxyz`` quits; beanq requires the name to end at a space or the end of
+the line, and numbers are strictly decimal digits within their range, with nothing after them.
+Where beanstalkd answers BAD_FORMAT for a command name with junk after it (``reservex``,
+``statsx``), beanq answers the same.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, NamedTuple
+
+MAX_LINE: Final = 224  # a command line including its CRLF, as beanstalkd's LINE_BUF_SIZE
+MAX_TUBE_NAME: Final = 200
+DEFAULT_MAX_JOB_SIZE: Final = 65535
+MAX_JOB_SIZE_LIMIT: Final = 1 << 30
+U32_MAX: Final = (1 << 32) - 1
+U64_MAX: Final = (1 << 64) - 1
+INT_MAX: Final = (1 << 31) - 1
+
+CRLF: Final = b"\r\n"
+NAME_CHARS: Final = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-+/;.$_()"
+)
+
+# Error and status replies, byte for byte as beanstalkd sends them.
+BAD_FORMAT: Final = b"BAD_FORMAT\r\n"
+UNKNOWN_COMMAND: Final = b"UNKNOWN_COMMAND\r\n"
+EXPECTED_CRLF: Final = b"EXPECTED_CRLF\r\n"
+JOB_TOO_BIG: Final = b"JOB_TOO_BIG\r\n"
+OUT_OF_MEMORY: Final = b"OUT_OF_MEMORY\r\n"
+INTERNAL_ERROR: Final = b"INTERNAL_ERROR\r\n"
+DRAINING: Final = b"DRAINING\r\n"
+NOT_FOUND: Final = b"NOT_FOUND\r\n"
+DEADLINE_SOON: Final = b"DEADLINE_SOON\r\n"
+TIMED_OUT: Final = b"TIMED_OUT\r\n"
+DELETED: Final = b"DELETED\r\n"
+RELEASED: Final = b"RELEASED\r\n"
+BURIED: Final = b"BURIED\r\n"
+KICKED: Final = b"KICKED\r\n"
+TOUCHED: Final = b"TOUCHED\r\n"
+PAUSED: Final = b"PAUSED\r\n"
+NOT_IGNORED: Final = b"NOT_IGNORED\r\n"
+
+
+# --- commands (server: parsed from the wire; client: encoded onto it) --------------------------
+# Commands are plain slotted classes: one is built per command on the hot path, where a frozen
+# attrs class costs 2.7x as much to construct, and importing attrs would add ~35 ms to the
+# server's start-up, which clients that spawn a server expect to be quick. Treat them as
+# immutable.
+
+
+class _Record:
+    __slots__: tuple[str, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(
+            getattr(self, k) == getattr(other, k) for k in self.__slots__
+        )
+
+    def __hash__(self) -> int:
+        return hash(tuple(getattr(self, k) for k in self.__slots__))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class Put(_Record):
+    __slots__ = ("body", "delay", "pri", "ttr")
+
+    def __init__(self, pri: int, delay: int, ttr: int, body: bytes) -> None:
+        self.pri = pri
+        self.delay = delay
+        self.ttr = ttr
+        self.body = body
+
+
+class Reserve(_Record):
+    __slots__ = ("timeout",)
+
+    def __init__(self, timeout: int | None) -> None:
+        self.timeout = timeout  # None: block forever (plain ``reserve``)
+
+
+class JobCommand(_Record):
+    """A command whose only argument is a job id; ``name`` says which."""
+
+    __slots__ = ("id", "name")
+
+    def __init__(self, name: str, id: int) -> None:
+        self.name = name  # peek, delete, touch, kick-job, stats-job, reserve-job
+        self.id = id
+
+
+class Release(_Record):
+    __slots__ = ("delay", "id", "pri")
+
+    def __init__(self, id: int, pri: int, delay: int) -> None:
+        self.id = id
+        self.pri = pri
+        self.delay = delay
+
+
+class Bury(_Record):
+    __slots__ = ("id", "pri")
+
+    def __init__(self, id: int, pri: int) -> None:
+        self.id = id
+        self.pri = pri
+
+
+class Kick(_Record):
+    __slots__ = ("bound",)
+
+    def __init__(self, bound: int) -> None:
+        self.bound = bound
+
+
+class TubeCommand(_Record):
+    """A command whose only argument is a tube name: use, watch, ignore, stats-tube."""
+
+    __slots__ = ("name", "tube")
+
+    def __init__(self, name: str, tube: bytes) -> None:
+        self.name = name
+        self.tube = tube
+
+
+class PauseTube(_Record):
+    __slots__ = ("delay", "tube")
+
+    def __init__(self, tube: bytes, delay: int) -> None:
+        self.tube = tube
+        self.delay = delay
+
+
+class Simple(_Record):
+    """A command without arguments: peek-ready, peek-delayed, peek-buried, stats, list-tubes,
+    list-tube-used, list-tubes-watched, quit."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class Invalid(_Record):
+    """Input that gets an error reply instead of a command.
+
+    ``counted`` names the command whose ``cmd-*`` counter beanstalkd bumps before it rejects
+    the input (a too-big ``put`` still counts as a put), and ``producer`` says whether the
+    connection became a producer before the rejection."""
+
+    __slots__ = ("counted", "producer", "reply")
+
+    def __init__(self, reply: bytes, counted: str | None = None, producer: bool = False) -> None:
+        self.reply = reply
+        self.counted = counted
+        self.producer = producer
+
+
+Command = Put | Reserve | JobCommand | Release | Bury | Kick | TubeCommand | PauseTube | Simple
+Event = Command | Invalid
+
+_JOB_COMMANDS: Final = frozenset(
+    [b"peek", b"delete", b"touch", b"kick-job", b"stats-job", b"reserve-job"]
+)
+_TUBE_COMMANDS: Final = frozenset([b"use", b"watch", b"ignore", b"stats-tube"])
+_SIMPLE: Final = {
+    name: Simple(name.decode())
+    for name in (
+        b"peek-ready",
+        b"peek-delayed",
+        b"peek-buried",
+        b"stats",
+        b"list-tubes",
+        b"list-tube-used",
+        b"list-tubes-watched",
+        b"quit",
+    )
+}
+_RESERVE: Final = Reserve(None)
+# Names that beanstalkd 1.12 matches by prefix and then rejects for trailing junk; beanq gives
+# the same BAD_FORMAT for them. Order matters only in that all of them lead to BAD_FORMAT.
+_BAD_FORMAT_PREFIXES: Final = (
+    b"peek-ready",
+    b"peek-delayed",
+    b"peek-buried",
+    b"reserve",
+    b"stats",
+    b"list-tubes-watched",
+    b"list-tube-used",
+    b"list-tubes",
+)
+
+# One regex per argument shape. Like beanstalkd's read_u32/read_u64, runs of spaces may separate
+# arguments; unlike strtol, no sign, no whitespace other than spaces, nothing after the last one.
+_DIGITS = rb" +(\d+)"
+_PUT_ARGS: Final = re.compile(_DIGITS * 4 + rb"(.*)", re.S)
+_ONE_NUMBER: Final = re.compile(_DIGITS + rb"\Z")
+_TWO_NUMBERS: Final = re.compile(_DIGITS * 2 + rb"\Z")
+_THREE_NUMBERS: Final = re.compile(_DIGITS * 3 + rb"\Z")
+_PAUSE_ARGS: Final = re.compile(rb" +([A-Za-z0-9\-+/;.$_()]+)" + _DIGITS + rb"\Z")
+
+
+def valid_tube_name(name: bytes) -> bool:
+    """beanstalkd's is_valid_tube: 1..200 name characters, not starting with a hyphen."""
+    return (
+        0 < len(name) <= MAX_TUBE_NAME
+        and name[0] != 0x2D
+        and (name.isalnum() or NAME_CHARS.issuperset(name))
+    )
+
+
+def _numbers(pattern: re.Pattern[bytes], rest: bytes) -> tuple[int, ...] | None:
+    m = pattern.match(rest)
+    if m is None:
+        return None
+    return tuple(int(g) for g in m.groups())
+
+
+class _Need:
+    """Reader states. Plain ints would do; names make the state machine readable."""
+
+    LINE: Final = 0
+    BODY: Final = 1
+    DISCARD_BODY: Final = 2
+    DISCARD_LINE: Final = 3
+
+
+class CommandReader:
+    """Turns the bytes a client sends into command events (the server's half of the codec)."""
+
+    __slots__ = ("_body_size", "_buf", "_discard", "_max_job_size", "_pending_put", "_state")
+
+    def __init__(self, max_job_size: int = DEFAULT_MAX_JOB_SIZE) -> None:
+        self._max_job_size = max_job_size
+        self._buf = bytearray()
+        self._state: int = _Need.LINE
+        self._pending_put: Put | None = None
+        self._discard = 0  # DISCARD_BODY: bytes still to throw away
+        self._body_size = 0  # BODY: size announced by the pending put
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet turned into events (a partial line or body)."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Add received bytes; return every event they complete, in order."""
+        buf = self._buf
+        buf += data
+        events: list[Event] = []
+        pos = 0
+        end = len(buf)
+        while pos < end:
+            state = self._state
+            if state == _Need.LINE:
+                eol = buf.find(b"\r\n", pos, pos + MAX_LINE)
+                if eol < 0:
+                    if end - pos < MAX_LINE:
+                        break  # an incomplete line: wait for more
+                    # No CRLF within 224 bytes: the line is too long. Throw it away up to its
+                    # CRLF, then answer BAD_FORMAT. Keep a trailing CR: it may pair with an LF
+                    # in the next read, which beanstalkd 1.12 misses.
+                    self._state = _Need.DISCARD_LINE
+                    pos = end - 1 if buf[end - 1] == 0x0D else end
+                    continue
+                event = self._parse_line(bytes(buf[pos:eol]))
+                pos = eol + 2
+                if event is not None:
+                    events.append(event)
+            elif state == _Need.BODY:
+                put = self._pending_put
+                assert put is not None
+                size = self._body_size
+                if end - pos < size + 2:
+                    break
+                if buf[pos + size : pos + size + 2] == b"\r\n":
+                    put.body = bytes(buf[pos : pos + size])
+                    events.append(put)
+                else:
+                    events.append(Invalid(EXPECTED_CRLF, "put", producer=True))
+                pos += size + 2
+                self._pending_put = None
+                self._state = _Need.LINE
+            elif state == _Need.DISCARD_BODY:
+                take = min(self._discard, end - pos)
+                pos += take
+                self._discard -= take
+                if self._discard == 0:
+                    events.append(Invalid(JOB_TOO_BIG, "put"))
+                    self._state = _Need.LINE
+            else:  # DISCARD_LINE
+                eol = buf.find(b"\r\n", pos)
+                if eol < 0:
+                    pos = end - 1 if buf[end - 1] == 0x0D else end
+                    break
+                pos = eol + 2
+                events.append(Invalid(BAD_FORMAT))
+                self._state = _Need.LINE
+        del buf[:pos]
+        return events
+
+    def _parse_line(self, line: bytes) -> Event | None:
+        """Parse one command line (without CRLF). Returns None when a body must follow."""
+        if b"\0" in line:
+            return Invalid(BAD_FORMAT)  # beanstalkd's "possible maliciousness" check
+        word, space, rest = line.partition(b" ")
+        if not space:
+            simple = _SIMPLE.get(word)
+            if simple is not None:
+                return simple
+            if word == b"reserve":
+                return _RESERVE
+            if word.startswith(_BAD_FORMAT_PREFIXES):
+                return Invalid(BAD_FORMAT)
+            return Invalid(UNKNOWN_COMMAND)
+        rest = b" " + rest
+        if word == b"put":
+            return self._parse_put(rest)
+        if word in _JOB_COMMANDS:
+            nums = _numbers(_ONE_NUMBER, rest)
+            if nums is None or nums[0] > U64_MAX:
+                return Invalid(BAD_FORMAT)
+            return JobCommand(word.decode(), nums[0])
+        if word == b"reserve-with-timeout":
+            nums = _numbers(_ONE_NUMBER, rest)
+            if nums is None or nums[0] > INT_MAX:
+                return Invalid(BAD_FORMAT)
+            return Reserve(nums[0])
+        if word in _TUBE_COMMANDS:
+            name = rest[1:]
+            if not valid_tube_name(name):
+                return Invalid(BAD_FORMAT)
+            return TubeCommand(word.decode(), name)
+        if word == b"release":
+            nums = _numbers(_THREE_NUMBERS, rest)
+            if nums is None or nums[0] > U64_MAX or nums[1] > U32_MAX or nums[2] > U32_MAX:
+                return Invalid(BAD_FORMAT)
+            return Release(*nums)
+        if word == b"bury":
+            nums = _numbers(_TWO_NUMBERS, rest)
+            if nums is None or nums[0] > U64_MAX or nums[1] > U32_MAX:
+                return Invalid(BAD_FORMAT)
+            return Bury(*nums)
+        if word == b"kick":
+            nums = _numbers(_ONE_NUMBER, rest)
+            if nums is None or nums[0] > U32_MAX:
+                return Invalid(BAD_FORMAT)
+            return Kick(nums[0])
+        if word == b"pause-tube":
+            m = _PAUSE_ARGS.match(rest)
+            if m is None or int(m[2]) > U32_MAX:
+                return Invalid(BAD_FORMAT)
+            name = m[1]
+            if len(name) > MAX_TUBE_NAME or name[0] == 0x2D:
+                return Invalid(BAD_FORMAT, "pause-tube")
+            return PauseTube(name, int(m[2]))
+        if word in _SIMPLE or word.startswith(_BAD_FORMAT_PREFIXES):
+            return Invalid(BAD_FORMAT)  # e.g. "stats x", "reserve 5"
+        return Invalid(UNKNOWN_COMMAND)
+
+    def _parse_put(self, rest: bytes) -> Event | None:
+        m = _PUT_ARGS.match(rest)
+        if m is None:
+            return Invalid(BAD_FORMAT)
+        pri, delay, ttr, size = int(m[1]), int(m[2]), int(m[3]), int(m[4])
+        if pri > U32_MAX or delay > U32_MAX or ttr > U32_MAX or size > U32_MAX:
+            return Invalid(BAD_FORMAT)
+        if size > self._max_job_size:
+            # beanstalkd checks the size before the trailing junk, and reads the body away.
+            self._state = _Need.DISCARD_BODY
+            self._discard = size + 2
+            return None
+        if m[5]:
+            return Invalid(BAD_FORMAT, "put")
+        self._pending_put = Put(pri, delay, ttr, b"")
+        self._body_size = size
+        self._state = _Need.BODY
+        return None
+
+
+# --- replies (the client's half) ----------------------------------------------------------------
+
+
+class Reply(NamedTuple):
+    """One server reply: its first word, the words after it, and the body if it has one."""
+
+    word: str
+    args: tuple[str, ...] = ()
+    body: bytes | None = None
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not a beanstalk reply."""
+
+
+_BODY_REPLIES: Final = frozenset(["RESERVED", "FOUND", "OK"])
+MAX_REPLY_LINE: Final = 1024
+
+
+class ReplyReader:
+    """Turns the bytes a server sends into ``Reply`` values (the client's half of the codec).
+
+    Replies that carry a body say so in their first word, so the reader needs no knowledge of
+    the commands that were sent; a client that pipelines matches replies to its requests in
+    order."""
+
+    __slots__ = ("_buf", "_head")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._head: tuple[str, tuple[str, ...], int] | None = None
+
+    def feed(self, data: bytes) -> list[Reply]:
+        buf = self._buf
+        buf += data
+        replies: list[Reply] = []
+        pos = 0
+        while True:
+            if self._head is None:
+                eol = buf.find(b"\r\n", pos)
+                if eol < 0:
+                    if len(buf) - pos > MAX_REPLY_LINE:
+                        raise ProtocolError("reply line too long")
+                    break
+                try:
+                    words = bytes(buf[pos:eol]).decode("ascii").split(" ")
+                except UnicodeDecodeError as exc:
+                    raise ProtocolError(f"non-ASCII reply line {bytes(buf[pos:eol])!r}") from exc
+                pos = eol + 2
+                word, args = words[0], tuple(words[1:])
+                if word not in _BODY_REPLIES:
+                    replies.append(Reply(word, args))
+                    continue
+                try:
+                    size = int(args[-1])
+                except (IndexError, ValueError) as exc:
+                    raise ProtocolError(f"bad {word} reply: {words!r}") from exc
+                self._head = (word, args, size)
+            word, args, size = self._head
+            if len(buf) - pos < size + 2:
+                break
+            if buf[pos + size : pos + size + 2] != b"\r\n":
+                raise ProtocolError(f"{word} body not followed by CRLF")
+            replies.append(Reply(word, args, bytes(buf[pos : pos + size])))
+            pos += size + 2
+            self._head = None
+        del buf[:pos]
+        return replies
+
+
+def _check_tube(tube: str | bytes) -> bytes:
+    name = tube.encode("ascii") if isinstance(tube, str) else tube
+    if not valid_tube_name(name):
+        raise ValueError(f"invalid tube name {tube!r}")
+    return name
+
+
+def _check_u32(value: int, what: str) -> int:
+    if not 0 <= value <= U32_MAX:
+        raise ValueError(f"{what} must be between 0 and {U32_MAX}, got {value}")
+    return value
+
+
+def encode_put(body: bytes, pri: int, delay: int, ttr: int) -> bytes:
+    _check_u32(pri, "priority")
+    _check_u32(delay, "delay")
+    _check_u32(ttr, "ttr")
+    return b"put %d %d %d %d\r\n%b\r\n" % (pri, delay, ttr, len(body), body)
+
+
+def encode_reserve(timeout: int | None = None) -> bytes:
+    if timeout is None:
+        return b"reserve\r\n"
+    if not 0 <= timeout <= INT_MAX:
+        raise ValueError(f"timeout must be between 0 and {INT_MAX}")
+    return b"reserve-with-timeout %d\r\n" % timeout
+
+
+def encode_job_command(name: str, job_id: int) -> bytes:
+    """peek, delete, touch, kick-job, stats-job, reserve-job."""
+    if name.encode() not in _JOB_COMMANDS:
+        raise ValueError(f"{name!r} is not a job command")
+    if not 0 <= job_id <= U64_MAX:
+        raise ValueError("job id out of range")
+    return b"%s %d\r\n" % (name.encode(), job_id)
+
+
+def encode_release(job_id: int, pri: int, delay: int) -> bytes:
+    return b"release %d %d %d\r\n" % (
+        job_id,
+        _check_u32(pri, "priority"),
+        _check_u32(delay, "delay"),
+    )
+
+
+def encode_bury(job_id: int, pri: int) -> bytes:
+    return b"bury %d %d\r\n" % (job_id, _check_u32(pri, "priority"))
+
+
+def encode_kick(bound: int) -> bytes:
+    return b"kick %d\r\n" % _check_u32(bound, "bound")
+
+
+def encode_tube_command(name: str, tube: str | bytes) -> bytes:
+    """use, watch, ignore, stats-tube."""
+    if name.encode() not in _TUBE_COMMANDS:
+        raise ValueError(f"{name!r} is not a tube command")
+    return b"%s %s\r\n" % (name.encode(), _check_tube(tube))
+
+
+def encode_pause_tube(tube: str | bytes, delay: int) -> bytes:
+    return b"pause-tube %s %d\r\n" % (_check_tube(tube), _check_u32(delay, "delay"))
+
+
+def encode_simple(name: str) -> bytes:
+    """peek-ready, peek-delayed, peek-buried, stats, list-tubes, list-tube-used,
+    list-tubes-watched, quit."""
+    if name.encode() not in _SIMPLE:
+        raise ValueError(f"{name!r} is not a command without arguments")
+    return name.encode() + CRLF
+
+
+# --- YAML bodies of stats and list replies ------------------------------------------------------
+
+
+class Bare(str):
+    """A string value written into YAML without quotes (beanstalkd's ``id`` and rusage)."""
+
+    __slots__ = ()
+
+
+def yaml_dict(items: list[tuple[str, object]]) -> bytes:
+    """A stats body. Strings are double-quoted (as beanstalkd 1.13 does) so that YAML parsers
+    read names such as ``1e3`` or ``true`` as strings; numbers and booleans stay bare."""
+    parts = ["---\n"]
+    for key, value in items:
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, Bare):
+            text = value
+        elif isinstance(value, str):
+            text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        else:
+            text = str(value)
+        parts.append(f"{key}: {text}\n")
+    return "".join(parts).encode()
+
+
+def yaml_list(names: list[bytes]) -> bytes:
+    """A tube list body, unquoted like beanstalkd's (tube names cannot need quoting in a
+    YAML sequence: their character set has no ': ' or '#')."""
+    return b"---\n" + b"".join(b"- " + name + b"\n" for name in names)
+
+
+def ok_reply(body: bytes) -> bytes:
+    return b"OK %d\r\n%b\r\n" % (len(body), body)
+
+
+def parse_yaml_dict(body: bytes) -> dict[str, int | bool | str]:
+    """Parse a stats body into a dict: ints as int, booleans as bool, the rest as str.
+
+    Understands both beanstalkd 1.12's bare strings and 1.13's (and beanq's) quoted ones."""
+    result: dict[str, int | bool | str] = {}
+    for raw in body.decode().splitlines():
+        if raw == "---" or not raw:
+            continue
+        key, sep, value = raw.partition(": ")
+        if not sep:
+            raise ProtocolError(f"not a YAML mapping line: {raw!r}")
+        result[key] = _scalar(value)
+    return result
+
+
+def _scalar(value: str) -> int | bool | str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    if value in ("true", "false"):
+        return value == "true"
+    if value.isdigit() or (value[:1] == "-" and value[1:].isdigit()):
+        return int(value)
+    return value
+
+
+def parse_yaml_list(body: bytes) -> list[str]:
+    return [line[2:] for line in body.decode().splitlines() if line.startswith("- ")]

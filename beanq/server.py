@@ -1,0 +1,554 @@
+"""Sockets, timers, signals and trio: everything that waits or touches the operating system.
+
+Theory of operation
+-------------------
+One loop owns every client socket through a private epoll set. Each wake-up reads every ready
+socket once, feeds the bytes to that client's ``Connection`` (which parses and answers all
+complete commands at once), delivers the engine's notices to blocked clients, and then writes
+each client's replies with a single ``send``. Waking once per batch rather than once per
+command per task is what makes a Python server keep pace with beanstalkd: the cost is in
+wake-ups and system calls, not in parsing.
+
+trio hosts that loop: the loop task sleeps in ``trio.lowlevel.wait_readable`` on the epoll fd
+under a deadline equal to the engine's next timer, while other tasks take signals. trio takes
+~130 ms to import, and programs that spawn a queue server in their tests talk to it ~100 ms
+later, so the socket is bound and served by the same loop, driven by a plain ``epoll.poll``,
+while trio is imported on a helper thread; then trio takes over the waiting.
+
+``StreamServer`` serves the same ``Hub`` over trio streams, one task per connection; the tests
+use it with memory streams and trio's autojump clock, so TTRs, delays and pauses run instantly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import resource
+import select
+import signal
+import socket
+import stat
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from beanq import __version__, protocol
+from beanq.dispatch import Connection, HostInfo, Hub
+from beanq.tubes import Engine
+
+if TYPE_CHECKING:
+    import trio
+
+log = logging.getLogger("beanq")
+
+RECV_SIZE = 65536
+OUTPUT_HIGH_WATER = 1 << 20  # stop reading a client whose unsent replies exceed this
+HELD_HIGH_WATER = 10_000  # ... or that has this many commands queued behind a blocked reserve
+ACCEPT_BATCH = 64
+ACCEPT_RETRY = 0.1  # seconds to stop accepting after EMFILE/ENFILE
+SD_LISTEN_FDS_START = 3
+
+
+class Config(NamedTuple):
+    """What the command line decides. Defaults are beanstalkd's, except the listen address."""
+
+    listen: str = "127.0.0.1"
+    port: int = 11300
+    max_job_size: int = protocol.DEFAULT_MAX_JOB_SIZE
+    binlog_dir: str | None = None
+    fsync_ms: int | None = 50  # None: never fsync (-F)
+    segment_size: int = 10 << 20
+    user: str | None = None
+    verbose: int = 0
+
+
+class StartupError(Exception):
+    """The server cannot start; ``code`` is beanstalkd's exit status for the same failure."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --- listening ---------------------------------------------------------------------------------
+
+
+def open_listener(config: Config) -> socket.socket:
+    """An inherited systemd socket if there is one, else a new one per ``-l``/``-p``."""
+    inherited = _systemd_socket()
+    if inherited is not None:
+        return inherited
+    if config.listen.startswith("unix:"):
+        return _unix_listener(config.listen[5:])
+    return _inet_listener(config.listen, config.port)
+
+
+def _systemd_socket() -> socket.socket | None:
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    count = int(os.environ.get("LISTEN_FDS", "0") or 0)
+    if count < 1:
+        return None
+    if count > 1:
+        log.warning("inherited more than one listen socket; ignoring all but the first")
+    sock = socket.socket(fileno=SD_LISTEN_FDS_START)
+    if sock.type != socket.SOCK_STREAM:
+        raise StartupError("inherited fd is not a TCP or UNIX listening socket", 111)
+    sock.setblocking(False)
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    return sock
+
+
+def _inet_listener(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise StartupError(f"getaddrinfo(): {exc.strerror}", 111) from exc
+    last: OSError | None = None
+    for family, type_, proto, _, addr in infos:
+        sock = socket.socket(family, type_, proto)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if not host and family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(addr)
+            sock.listen(1024)
+        except OSError as exc:
+            sock.close()
+            last = exc
+            continue
+        return sock
+    raise StartupError(f"bind(): {last.strerror if last else 'no address'}", 111)
+
+
+def _unix_listener(path: str) -> socket.socket:
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            log.warning("removing existing local socket to replace it")
+            os.unlink(path)
+        else:
+            raise StartupError("another file already exists in the given path", 111)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.bind(path)
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"bind(): {exc.strerror}", 111) from exc
+    return sock
+
+
+def host_info() -> HostInfo:
+    uname = os.uname()
+
+    def rusage() -> tuple[float, float]:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return ru.ru_utime, ru.ru_stime
+
+    return HostInfo(
+        version=f"beanq-{__version__}",
+        pid=os.getpid(),
+        hostname=uname.nodename,
+        os=uname.version,
+        platform=uname.machine,
+        instance_id=os.urandom(8).hex(),
+        rusage=rusage,
+    )
+
+
+# --- the epoll loop ----------------------------------------------------------------------------
+
+_READ = select.EPOLLIN | select.EPOLLRDHUP
+_WRITE = select.EPOLLOUT
+
+
+class _Client:
+    __slots__ = ("conn", "fd", "mask", "sock", "wbuf")
+
+    def __init__(self, sock: socket.socket, conn: Connection) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.conn = conn
+        self.wbuf = bytearray()  # replies the socket did not take yet
+        self.mask = _READ
+
+
+class EpollLoop:
+    """The socket side of the server, driven one batch at a time by ``step``."""
+
+    def __init__(
+        self, listener: socket.socket, hub: Hub, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.listener = listener
+        self.hub = hub
+        self.clock = clock
+        self.epoll = select.epoll()
+        self.epoll.register(listener.fileno(), select.EPOLLIN)
+        self.clients: dict[int, _Client] = {}
+        self._by_conn: dict[Connection, _Client] = {}
+        self._accept_paused_until: float | None = None
+        self._accept_warned = False
+
+    def close(self) -> None:
+        now = self.clock()
+        for client in list(self.clients.values()):
+            self._drop(client, now)
+        self.epoll.close()
+        self.listener.close()
+
+    def next_deadline(self) -> float | None:
+        """Run due timers; return when the loop must next wake up without input."""
+        now = self.clock()
+        when = self.hub.tick(now)
+        self._flush_dirty(now)
+        resume = self._accept_paused_until
+        if resume is not None:
+            if resume <= now:
+                self._resume_accepting()
+            else:
+                when = resume if when is None else min(when, resume)
+        return when
+
+    def poll(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for socket events and handle them (bootstrap only)."""
+        try:
+            events = self.epoll.poll(timeout)
+        except InterruptedError:
+            return
+        if events:
+            self.step(events)
+
+    def step(self, events: list[tuple[int, int]]) -> None:
+        now = self.clock()
+        clients = self.clients
+        listen_fd = self.listener.fileno()
+        for fd, mask in events:
+            if fd == listen_fd:
+                self._accept(now)
+                continue
+            client = clients.get(fd)
+            if client is None:
+                continue
+            if mask & _WRITE:
+                self._send(client, b"")
+            if mask & (select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR):
+                self._read(client, now)
+        self._flush_dirty(now)
+
+    def _read(self, client: _Client, now: float) -> None:
+        conn = client.conn
+        if not client.mask & select.EPOLLIN:
+            return
+        try:
+            data = client.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._drop(client, now)
+            return
+        if data:
+            conn.receive(data, now)
+            if conn.held > HELD_HIGH_WATER:
+                self._set_mask(client, client.mask & ~select.EPOLLIN)
+        else:
+            conn.receive_eof(now)
+            self._set_mask(client, client.mask & ~_READ)
+        if conn.finished and not conn.out and not client.wbuf:
+            self._drop(client, now)
+
+    def _flush_dirty(self, now: float) -> None:
+        hub = self.hub
+        hub.deliver(now)
+        while hub.dirty:
+            for conn in hub.take_dirty():
+                client = self._by_conn.get(conn)
+                if client is None:
+                    conn.out.clear()
+                    continue
+                out = conn.out
+                data = out[0] if len(out) == 1 else b"".join(out)
+                out.clear()
+                self._send(client, data)
+                if conn.finished and not client.wbuf and client.fd in self.clients:
+                    self._drop(client, now)
+            hub.deliver(now)
+
+    def _send(self, client: _Client, data: bytes) -> None:
+        wbuf = client.wbuf
+        if wbuf:
+            wbuf += data
+            data = bytes(wbuf)
+            wbuf.clear()
+        if not data:
+            return
+        try:
+            sent = client.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._drop(client, self.clock())
+            return
+        if sent < len(data):
+            wbuf += memoryview(data)[sent:]
+            mask = client.mask | _WRITE
+            if len(wbuf) > OUTPUT_HIGH_WATER:
+                mask &= ~select.EPOLLIN  # a client that does not read gets no more service
+            self._set_mask(client, mask)
+        elif client.mask & _WRITE or not client.mask & select.EPOLLIN:
+            conn = client.conn
+            mask = client.mask & ~_WRITE
+            if not conn.eof and conn.held <= HELD_HIGH_WATER:
+                mask |= select.EPOLLIN
+            self._set_mask(client, mask)
+            if conn.finished and not conn.out:
+                self._drop(client, self.clock())
+
+    def _set_mask(self, client: _Client, mask: int) -> None:
+        if mask != client.mask and client.fd in self.clients:
+            client.mask = mask
+            self.epoll.modify(client.fd, mask)
+
+    def _accept(self, now: float) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _addr = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._pause_accepting(now, exc)
+                elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
+                    log.warning("accept(): %s", exc.strerror)
+                return
+            sock.setblocking(False)
+            conn = self.hub.open()
+            client = _Client(sock, conn)
+            self.clients[client.fd] = client
+            self._by_conn[conn] = client
+            self.epoll.register(client.fd, client.mask)
+            self._accept_warned = False
+            log.info("accept %d", client.fd)
+
+    def _pause_accepting(self, now: float, exc: OSError) -> None:
+        """Out of descriptors: stop accepting for a moment rather than spin on the listener.
+        Warn once per burst; existing connections carry on."""
+        if not self._accept_warned:
+            log.warning("accept(): %s; pausing accepts for %.1fs", exc.strerror, ACCEPT_RETRY)
+            self._accept_warned = True
+        self.epoll.unregister(self.listener.fileno())
+        self._accept_paused_until = now + ACCEPT_RETRY
+
+    def _resume_accepting(self) -> None:
+        self._accept_paused_until = None
+        self.epoll.register(self.listener.fileno(), select.EPOLLIN)
+
+    def _drop(self, client: _Client, now: float) -> None:
+        if self.clients.pop(client.fd, None) is None:
+            return
+        del self._by_conn[client.conn]
+        with contextlib.suppress(OSError, ValueError):
+            self.epoll.unregister(client.fd)
+        client.sock.close()
+        log.info("close %d", client.fd)
+        client.conn.close(now)
+
+
+# --- running -----------------------------------------------------------------------------------
+
+
+def make_hub(config: Config, now: float) -> Hub:
+    return Hub(Engine(now), host_info(), max_job_size=config.max_job_size)
+
+
+def run(config: Config, listener: socket.socket) -> None:
+    """Serve until SIGTERM or SIGINT. Serving starts at once; trio joins when imported."""
+    hub = make_hub(config, time.monotonic())
+    loop = EpollLoop(listener, hub)
+    stop = _bootstrap(loop)
+    if stop:
+        loop.close()
+        return
+    import trio
+
+    trio.run(_serve, loop)
+
+
+def _bootstrap(loop: EpollLoop) -> bool:
+    """Serve with a plain epoll wait while trio is imported on a helper thread.
+    Returns True if a signal asked the server to stop meanwhile."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if signum == signal.SIGUSR1:
+            _enter_drain_mode(loop.hub)
+        else:
+            stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(signum, on_signal)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    importer = threading.Thread(target=_import_trio, name="import-trio", daemon=True)
+    importer.start()
+    while importer.is_alive() and not stop.is_set():
+        when = loop.next_deadline()
+        timeout = 0.005 if when is None else min(0.005, max(0.0, when - loop.clock()))
+        loop.poll(timeout)
+    return stop.is_set()
+
+
+def _import_trio() -> None:
+    import trio  # noqa: F401
+
+
+def _enter_drain_mode(hub: Hub) -> None:
+    if not hub.draining:
+        hub.draining = True
+        log.info("entering drain mode")
+
+
+async def _serve(loop: EpollLoop) -> None:
+    import trio
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_handle_signals, loop.hub, nursery.cancel_scope)
+        try:
+            await _epoll_forever(loop)
+        finally:
+            loop.close()
+            log.info("shut down")
+
+
+async def _handle_signals(hub: Hub, scope: trio.CancelScope) -> None:
+    import trio
+
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
+        async for signum in signals:
+            if signum == signal.SIGUSR1:
+                _enter_drain_mode(hub)
+            else:
+                log.info("got signal %d, shutting down", signum)
+                scope.cancel()
+                return
+
+
+async def _epoll_forever(loop: EpollLoop) -> None:
+    import trio
+
+    epoll = loop.epoll
+    epfd = epoll.fileno()
+    while True:
+        when = loop.next_deadline()
+        events = epoll.poll(0)
+        if events:
+            loop.step(events)
+            await trio.lowlevel.checkpoint()
+            continue
+        if when is None:
+            await trio.lowlevel.wait_readable(epfd)
+        else:
+            delay = when - loop.clock()
+            if delay > 0:
+                with trio.move_on_after(delay):
+                    await trio.lowlevel.wait_readable(epfd)
+
+
+# --- serving trio streams (tests, embedding) ---------------------------------------------------
+
+
+class StreamServer:
+    """Serves a ``Hub`` over trio streams, one task per connection, on trio's clock.
+
+    Start ``run_timers`` in a nursery, then ``handle(stream)`` for each connection."""
+
+    def __init__(self, hub: Hub) -> None:
+        import trio
+
+        self.hub = hub
+        self._wakeups: dict[Connection, trio.Event] = {}
+        self._poke = trio.Event()
+
+    async def run_timers(self) -> None:
+        import trio
+
+        while True:
+            when = self.hub.tick(trio.current_time())
+            self._signal_writers()
+            self._poke = trio.Event()
+            with trio.move_on_at(when if when is not None else float("inf")):
+                await self._poke.wait()
+
+    def _after_input(self) -> None:
+        import trio
+
+        self.hub.deliver(trio.current_time())
+        self._signal_writers()
+        self._poke.set()
+
+    def _signal_writers(self) -> None:
+        for conn in self.hub.take_dirty():
+            event = self._wakeups.get(conn)
+            if event is not None:
+                event.set()
+
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        import trio
+
+        conn = self.hub.open()
+        self._wakeups[conn] = trio.Event()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write, conn, stream, nursery.cancel_scope)
+                await self._read(conn, stream)
+        finally:
+            del self._wakeups[conn]
+            conn.close(trio.current_time())
+            self._after_input()
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _read(self, conn: Connection, stream: trio.abc.Stream) -> None:
+        import trio
+
+        while not conn.finished:
+            try:
+                data = await stream.receive_some(RECV_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                conn.closing = True
+                break
+            if data:
+                conn.receive(bytes(data), trio.current_time())
+            else:
+                conn.receive_eof(trio.current_time())
+            self._after_input()
+        # let the writer finish sending, then stop it
+        self._wakeups[conn].set()
+
+    async def _write(self, conn: Connection, stream: trio.abc.Stream, scope: Any) -> None:
+        import trio
+
+        while True:
+            await self._wakeups[conn].wait()
+            self._wakeups[conn] = trio.Event()
+            if conn.out:
+                data = b"".join(conn.out)
+                conn.out.clear()
+                try:
+                    await stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    scope.cancel()
+                    return
+            if conn.finished and not conn.out:
+                scope.cancel()
+                return

@@ -1,0 +1,824 @@
+"""The queue engine: jobs, tubes, sessions, every state transition and every counter.
+
+Theory of operation
+-------------------
+A job is in exactly one state: ready (in its tube's ready heap, ordered by (priority, id)),
+delayed (in its tube's delay heap and the timer heap, ordered by (deadline, id)), reserved (held
+by one session, with a TTR deadline in the timer heap) or buried (in its tube's FIFO). The
+engine never reads a clock: every call that depends on time takes ``now`` (monotonic seconds),
+and ``tick(now)`` fires whatever fell due and returns when it next needs to be called.
+
+Heaps are ``heapq`` lists of tuples whose first two items are numbers, so comparisons run in C.
+Removing a job from the middle of a heap (deleting a ready job by id, kicking one delayed job)
+is lazy: each job holds the one heap entry that is currently its own (``job.entry``); any other
+entry found at the top of a heap is stale and dropped. Heaps are rebuilt when stale entries
+outnumber live ones, so memory stays proportional to live jobs.
+
+A session is one client's view: the tube it uses, the tubes it watches, the jobs it holds, and
+whether it is blocked in ``reserve``. When a blocked session gets a job, times out, or must be
+told DEADLINE_SOON, the engine appends ``(session, notice)`` to ``notices``; the caller delivers
+them. Tubes that have both waiting sessions and ready jobs are kept in ``_hot``, so handing out
+jobs never scans all tubes.
+
+Every change to a job's durable state (put, reserve, release, bury, kick, delete, touch-free
+transitions such as TTR expiry and delay promotion) appends the job to ``changes``, which the
+binlog drains; the engine itself never touches a file.
+
+Where beanstalkd 1.12's observable behaviour depends on its data structures (the order of
+``list-tubes`` after a tube is freed, which of several waiting connections gets a job), the
+engine reproduces that order, because clients and tests can see it.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+from collections import OrderedDict
+from typing import Final
+
+URGENT_THRESHOLD: Final = 1024
+SAFETY_MARGIN: Final = 1.0  # seconds before a TTR deadline when a waiting worker is warned
+DEFAULT_TUBE: Final = b"default"
+
+
+class State(enum.IntEnum):
+    READY = 0
+    RESERVED = 1
+    DELAYED = 2
+    BURIED = 3
+    DELETED = 4
+
+
+STATE_NAMES: Final = {
+    State.READY: "ready",
+    State.RESERVED: "reserved",
+    State.DELAYED: "delayed",
+    State.BURIED: "buried",
+    State.DELETED: "invalid",
+}
+
+
+class Notice(enum.Enum):
+    """What a blocked ``reserve`` ends with, other than a job."""
+
+    TIMED_OUT = "TIMED_OUT"
+    DEADLINE_SOON = "DEADLINE_SOON"
+
+
+# A heap entry: (key1, key2, item). Ready: (pri, id, job). Timers: (when, id or -n, item).
+Entry = tuple[float, int, "Job | Session | Tube"]
+
+
+class Job:
+    """One job. Slotted and flat: a queue may hold millions, and per-object overhead dominates."""
+
+    __slots__ = (
+        "body",
+        "buries",
+        "created",
+        "deadline",
+        "delay",
+        "entry",
+        "id",
+        "kicks",
+        "pri",
+        "releases",
+        "reserver",
+        "reserves",
+        "state",
+        "timeouts",
+        "ttr",
+        "tube",
+    )
+
+    def __init__(
+        self, id: int, pri: int, delay: int, ttr: int, body: bytes, tube: Tube, now: float
+    ) -> None:
+        self.id = id
+        self.pri = pri
+        self.delay = delay  # seconds, as last given by put or release
+        self.ttr = ttr  # seconds, at least 1
+        self.body = body
+        self.tube = tube
+        self.state = State.READY
+        self.created = now
+        self.deadline = 0.0  # delayed: when it becomes ready; reserved: when its TTR ends
+        self.reserver: Session | None = None
+        self.entry: tuple[object, ...] | None = None
+        self.reserves = 0
+        self.timeouts = 0
+        self.releases = 0
+        self.buries = 0
+        self.kicks = 0
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {STATE_NAMES[self.state]} pri={self.pri} tube={self.tube.name!r}>"
+
+
+class WaitList:
+    """The sessions blocked in ``reserve`` on one tube.
+
+    Reproduces beanstalkd's ``Ms``: removal moves the last item into the hole, and ``take``
+    walks a cursor, so which of several waiting clients gets a job matches the reference.
+    Positions are indexed, so removal is O(1) where beanstalkd scans."""
+
+    __slots__ = ("_items", "_last", "_pos")
+
+    def __init__(self) -> None:
+        self._items: list[Session] = []
+        self._pos: dict[Session, int] = {}
+        self._last = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def append(self, s: Session) -> None:
+        self._pos[s] = len(self._items)
+        self._items.append(s)
+
+    def remove(self, s: Session) -> None:
+        i = self._pos.pop(s)
+        last = self._items.pop()
+        if last is not s:
+            self._items[i] = last
+            self._pos[last] = i
+
+    def take(self) -> Session:
+        self._last %= len(self._items)
+        s = self._items[self._last]
+        self.remove(s)
+        self._last += 1
+        return s
+
+
+class Tube:
+    __slots__ = (
+        "buried",
+        "delayed",
+        "delayed_count",
+        "delete_count",
+        "entry",
+        "name",
+        "pause_count",
+        "pause_seconds",
+        "paused_until",
+        "pos",
+        "ready",
+        "ready_count",
+        "refs",
+        "reserved_count",
+        "stale",
+        "total_jobs",
+        "urgent_count",
+        "using",
+        "waiting",
+        "watching",
+    )
+
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+        self.ready: list[tuple[int, int, Job]] = []  # heap of (pri, id, job)
+        self.delayed: list[tuple[float, int, Job]] = []  # heap of (deadline, id, job)
+        self.buried: OrderedDict[int, Job] = OrderedDict()
+        self.stale = 0  # stale entries in ready + delayed
+        self.pos = 0  # index in Engine.tube_order
+        self.ready_count = 0
+        self.delayed_count = 0
+        self.urgent_count = 0
+        self.reserved_count = 0
+        self.total_jobs = 0
+        self.delete_count = 0
+        self.pause_count = 0
+        self.pause_seconds = 0
+        self.paused_until: float | None = None
+        self.entry: Entry | None = None  # the unpause timer
+        self.waiting = WaitList()
+        self.using = 0
+        self.watching = 0
+        self.refs = 0  # sessions using or watching it, plus jobs in it
+
+    def __repr__(self) -> str:
+        return f"<Tube {self.name!r}>"
+
+
+class Session:
+    """One client connection's state in the engine."""
+
+    __slots__ = (
+        "entry",
+        "id",
+        "is_producer",
+        "is_worker",
+        "reserved",
+        "timeout_at",
+        "use",
+        "waiting",
+        "watch",
+    )
+
+    def __init__(self, id: int, tube: Tube) -> None:
+        self.id = id
+        self.use = tube
+        self.watch: list[Tube] = [tube]
+        self.reserved: dict[int, Job] = {}
+        self.waiting = False
+        self.timeout_at: float | None = None  # when a blocked reserve-with-timeout gives up
+        self.entry: Entry | None = None  # the session's wake-up timer while waiting
+        self.is_producer = False
+        self.is_worker = False
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id}>"
+
+
+class Engine:
+    """All queues of one server. Single-threaded, deterministic, no I/O."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.started = now
+        self.next_id = 1
+        self.jobs: dict[int, Job] = {}
+        self.tubes: dict[bytes, Tube] = {}
+        self.tube_order: list[Tube] = []  # list-tubes order, as beanstalkd keeps it
+        self.timers: list[Entry] = []
+        self._timer_seq = itertools.count(-1, -1)  # tie-breakers below every job id
+        self._hot: dict[Tube, None] = {}  # tubes with waiting sessions and ready jobs
+        self.notices: list[tuple[Session, Job | Notice]] = []
+        self.changes: list[Job] = []
+        self._session_ids = itertools.count(1)
+        # counters reported by `stats`
+        self.ready_count = 0
+        self.urgent_count = 0
+        self.reserved_count = 0
+        self.delayed_count = 0
+        self.buried_count = 0
+        self.total_jobs = 0
+        self.timeouts = 0
+        self.waiting_count = 0
+        self.connections = 0
+        self.total_connections = 0
+        self.producers = 0
+        self.workers = 0
+        self.commands: dict[str, int] = {}
+        self.default_tube = self._tube(DEFAULT_TUBE)
+        self.default_tube.refs += 1  # the default tube is never freed
+
+    # --- tubes -----------------------------------------------------------------------------
+
+    def _tube(self, name: bytes) -> Tube:
+        tube = self.tubes.get(name)
+        if tube is None:
+            tube = self.tubes[name] = Tube(name)
+            tube.pos = len(self.tube_order)
+            self.tube_order.append(tube)
+        return tube
+
+    def _unref(self, tube: Tube) -> None:
+        tube.refs -= 1
+        if tube.refs == 0:
+            del self.tubes[tube.name]
+            last = self.tube_order.pop()
+            if last is not tube:
+                self.tube_order[tube.pos] = last
+                last.pos = tube.pos
+            self._hot.pop(tube, None)
+
+    def find_tube(self, name: bytes) -> Tube | None:
+        return self.tubes.get(name)
+
+    # --- sessions --------------------------------------------------------------------------
+
+    def connect(self) -> Session:
+        s = Session(next(self._session_ids), self.default_tube)
+        self.default_tube.refs += 2
+        self.default_tube.using += 1
+        self.default_tube.watching += 1
+        self.connections += 1
+        self.total_connections += 1
+        return s
+
+    def disconnect(self, s: Session, now: float) -> None:
+        """The connection closed: stop waiting, and put its reserved jobs back at once."""
+        self.connections -= 1
+        if s.is_producer:
+            self.producers -= 1
+        if s.is_worker:
+            self.workers -= 1
+        self._stop_waiting(s)
+        for job in list(s.reserved.values()):
+            self._unreserve(s, job)
+            self._make_ready(job)
+            self.changes.append(job)
+        for tube in s.watch:
+            tube.watching -= 1
+            self._unref(tube)
+        s.watch = []
+        s.use.using -= 1
+        self._unref(s.use)
+        self._process_queue(now)
+
+    def use(self, s: Session, name: bytes) -> None:
+        tube = self._tube(name)
+        tube.refs += 1
+        tube.using += 1
+        old = s.use
+        s.use = tube
+        old.using -= 1
+        self._unref(old)
+
+    def watch(self, s: Session, name: bytes) -> int:
+        tube = self._tube(name)
+        if tube not in s.watch:
+            s.watch.append(tube)
+            tube.refs += 1
+            tube.watching += 1
+        elif tube.refs == 0:  # pragma: no cover - a watched tube always has a ref
+            raise AssertionError(tube)
+        return len(s.watch)
+
+    def ignore(self, s: Session, name: bytes) -> int | None:
+        """Returns the new watch count, or None if this is the last watched tube."""
+        tube = self.tubes.get(name)
+        if tube is None or tube not in s.watch:
+            return len(s.watch)
+        if len(s.watch) < 2:
+            return None
+        watch = s.watch
+        i = watch.index(tube)
+        last = watch.pop()
+        if last is not tube:
+            watch[i] = last
+        tube.watching -= 1
+        self._unref(tube)
+        return len(watch)
+
+    def mark_producer(self, s: Session) -> None:
+        if not s.is_producer:
+            s.is_producer = True
+            self.producers += 1
+
+    def mark_worker(self, s: Session) -> None:
+        if not s.is_worker:
+            s.is_worker = True
+            self.workers += 1
+
+    # --- putting jobs in and taking them out ------------------------------------------------
+
+    def put(self, s: Session, pri: int, delay: int, ttr: int, body: bytes, now: float) -> Job:
+        tube = s.use
+        job = Job(self.next_id, pri, delay, max(ttr, 1), body, tube, now)
+        self.next_id += 1
+        self.jobs[job.id] = job
+        tube.refs += 1
+        tube.total_jobs += 1
+        self.total_jobs += 1
+        if delay:
+            self._make_delayed(job, now + delay)
+        else:
+            self._make_ready(job)
+        self.changes.append(job)
+        self._process_queue(now)
+        return job
+
+    def restore(self, job: Job, tube_name: bytes, now: float) -> None:
+        """Insert a job read back from the binlog, in its recorded state."""
+        tube = self._tube(tube_name)
+        job.tube = tube
+        tube.refs += 1
+        self.jobs[job.id] = job
+        self.next_id = max(self.next_id, job.id + 1)
+        if job.state == State.BURIED:
+            self._make_buried(job)
+        elif job.state == State.DELAYED and job.deadline > now:
+            self._make_delayed(job, job.deadline)
+        else:
+            self._make_ready(job)
+
+    def reserve(self, s: Session, timeout: int | None, now: float) -> Job | Notice | None:
+        """A job at once, DEADLINE_SOON, TIMED_OUT (timeout 0), or None: ``s`` now waits."""
+        if self._deadline_soon(s, now) and not any(t.ready_count for t in s.watch):
+            return Notice.DEADLINE_SOON
+        best: Job | None = None
+        for tube in s.watch:
+            if tube.ready_count and tube.paused_until is None:
+                top = self._ready_top(tube)
+                if best is None or (top.pri, top.id) < (best.pri, best.id):
+                    best = top
+        if best is not None:
+            self._take_ready(best)
+            self._reserve(s, best, now)
+            return best
+        if timeout == 0:
+            return Notice.TIMED_OUT
+        # Nothing is ready in an unpaused watched tube, so no tube becomes hot by our waiting.
+        s.waiting = True
+        self.waiting_count += 1
+        for tube in s.watch:
+            tube.waiting.append(s)
+        s.timeout_at = None if timeout is None else now + timeout
+        self._schedule_session(s)
+        return None
+
+    def reserve_job(self, s: Session, job_id: int, now: float) -> Job | None:
+        job = self.jobs.get(job_id)
+        if job is None or job.state == State.RESERVED:
+            return None
+        self._detach(job)
+        self._reserve(s, job, now)
+        return job
+
+    def delete(self, s: Session, job_id: int) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return False
+        if job.state == State.RESERVED:
+            if job.reserver is not s:
+                return False
+            self._unreserve(s, job)
+        else:
+            self._detach(job)
+        tube = job.tube
+        tube.delete_count += 1
+        job.state = State.DELETED
+        del self.jobs[job_id]
+        self.changes.append(job)
+        self._unref(tube)
+        return True
+
+    def release(self, s: Session, job_id: int, pri: int, delay: int, now: float) -> bool:
+        job = s.reserved.get(job_id)
+        if job is None:
+            return False
+        self._unreserve(s, job)
+        job.pri = pri
+        job.delay = delay
+        job.releases += 1
+        if delay:
+            self._make_delayed(job, now + delay)
+        else:
+            self._make_ready(job)
+        self.changes.append(job)
+        self._process_queue(now)
+        return True
+
+    def bury(self, s: Session, job_id: int, pri: int) -> bool:
+        job = s.reserved.get(job_id)
+        if job is None:
+            return False
+        self._unreserve(s, job)
+        job.pri = pri
+        self._make_buried(job)
+        job.buries += 1
+        self.changes.append(job)
+        return True
+
+    def touch(self, s: Session, job_id: int, now: float) -> bool:
+        job = s.reserved.get(job_id)
+        if job is None:
+            return False
+        self._set_ttr_timer(job, now + job.ttr)
+        if s.waiting:  # pragma: no cover - a waiting session sends no commands
+            self._schedule_session(s)
+        return True
+
+    def kick(self, s: Session, bound: int, now: float) -> int:
+        """Kick up to ``bound`` jobs of the used tube: buried ones if any, else delayed ones."""
+        tube = s.use
+        kicked = 0
+        if tube.buried:
+            while kicked < bound and tube.buried:
+                self._kick(next(iter(tube.buried.values())))
+                kicked += 1
+        else:
+            while kicked < bound and tube.delayed:
+                entry = tube.delayed[0]
+                if entry[2].entry is not entry:
+                    heapq.heappop(tube.delayed)
+                    tube.stale -= 1
+                    continue
+                self._kick(entry[2])
+                kicked += 1
+        self._process_queue(now)
+        return kicked
+
+    def kick_job(self, job_id: int, now: float) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None or job.state not in (State.BURIED, State.DELAYED):
+            return False
+        self._kick(job)
+        self._process_queue(now)
+        return True
+
+    def _kick(self, job: Job) -> None:
+        self._detach(job)
+        job.kicks += 1
+        self._make_ready(job)
+        self.changes.append(job)
+
+    # --- looking -------------------------------------------------------------------------
+
+    def peek(self, job_id: int) -> Job | None:
+        return self.jobs.get(job_id)
+
+    def peek_ready(self, s: Session) -> Job | None:
+        return self._ready_top(s.use) if s.use.ready_count else None
+
+    def peek_delayed(self, s: Session) -> Job | None:
+        tube = s.use
+        while tube.delayed:
+            entry = tube.delayed[0]
+            if entry[2].entry is entry:
+                return entry[2]
+            heapq.heappop(tube.delayed)
+            tube.stale -= 1
+        return None
+
+    def peek_buried(self, s: Session) -> Job | None:
+        buried = s.use.buried
+        return next(iter(buried.values())) if buried else None
+
+    def pause_tube(self, name: bytes, delay: int, now: float) -> bool:
+        tube = self.tubes.get(name)
+        if tube is None:
+            return False
+        tube.pause_count += 1
+        tube.pause_seconds = delay
+        # beanstalkd pauses for at least a nanosecond, so that a pause of 0 un-pauses on the
+        # next tick; here the un-pause of a zero pause happens at once, with the same effect.
+        if delay == 0:
+            self._unpause(tube)
+            self._process_queue(now)
+            return True
+        tube.paused_until = now + delay
+        self._hot.pop(tube, None)
+        tube.entry = (now + delay, next(self._timer_seq), tube)
+        heapq.heappush(self.timers, tube.entry)
+        return True
+
+    def _unpause(self, tube: Tube) -> None:
+        tube.paused_until = None
+        tube.entry = None
+        if len(tube.waiting) and tube.ready_count:
+            self._hot[tube] = None
+
+    # --- time ------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> float | None:
+        """Fire every timer due at ``now``; return when the next one is due (None: none)."""
+        timers = self.timers
+        fired = False
+        while timers:
+            entry = timers[0]
+            when, _, item = entry
+            if item.entry is not entry:
+                heapq.heappop(timers)
+                continue
+            if when > now:
+                break
+            heapq.heappop(timers)
+            fired = True
+            if isinstance(item, Job):
+                if item.state == State.DELAYED:
+                    self._promote(item)
+                else:
+                    self._expire(item, now)
+            elif isinstance(item, Session):
+                self._wake(item, now)
+            else:
+                self._unpause(item)
+        if fired:
+            self._process_queue(now)
+        self._compact_timers()
+        return timers[0][0] if timers else None
+
+    def _promote(self, job: Job) -> None:
+        job.entry = None
+        job.tube.stale += 1
+        job.tube.delayed_count -= 1
+        self.delayed_count -= 1
+        self._make_ready(job)
+        self.changes.append(job)
+
+    def _expire(self, job: Job, now: float) -> None:
+        """A reserved job's TTR ran out: back to ready, and count a timeout."""
+        s = job.reserver
+        assert s is not None
+        self._unreserve(s, job)
+        job.timeouts += 1
+        self.timeouts += 1
+        self._make_ready(job)
+        self.changes.append(job)
+        if s.waiting:
+            self._schedule_session(s)
+
+    def _wake(self, s: Session, now: float) -> None:
+        s.entry = None
+        if not s.waiting:  # pragma: no cover - stale timers are dropped before this
+            return
+        if self._deadline_soon(s, now):
+            self._stop_waiting(s)
+            self.notices.append((s, Notice.DEADLINE_SOON))
+        elif s.timeout_at is not None and s.timeout_at <= now:
+            self._stop_waiting(s)
+            self.notices.append((s, Notice.TIMED_OUT))
+        else:
+            self._schedule_session(s)
+
+    def _deadline_soon(self, s: Session, now: float) -> bool:
+        soonest = self._soonest_deadline(s)
+        return soonest is not None and now >= soonest - SAFETY_MARGIN
+
+    @staticmethod
+    def _soonest_deadline(s: Session) -> float | None:
+        if not s.reserved:
+            return None
+        return min(j.deadline for j in s.reserved.values())
+
+    def _schedule_session(self, s: Session) -> None:
+        """(Re)arm a waiting session's wake-up: its timeout or DEADLINE_SOON, whichever first."""
+        when = s.timeout_at
+        soonest = self._soonest_deadline(s)
+        if soonest is not None:
+            soon = soonest - SAFETY_MARGIN
+            when = soon if when is None else min(when, soon)
+        if when is None:
+            s.entry = None
+            return
+        s.entry = (when, next(self._timer_seq), s)
+        heapq.heappush(self.timers, s.entry)
+
+    def cancel_wait(self, s: Session) -> bool:
+        """The client half-closed while blocked: end the reserve with TIMED_OUT."""
+        if not s.waiting:
+            return False
+        self._stop_waiting(s)
+        return True
+
+    def _stop_waiting(self, s: Session) -> None:
+        if not s.waiting:
+            return
+        s.waiting = False
+        s.timeout_at = None
+        s.entry = None
+        self.waiting_count -= 1
+        for tube in s.watch:
+            tube.waiting.remove(s)
+
+    def _compact_timers(self) -> None:
+        """Drop stale timer entries once they outnumber live ones (long TTRs, many touches)."""
+        timers = self.timers
+        if len(timers) > 64 and len(timers) > 2 * (
+            self.delayed_count + self.reserved_count + self.waiting_count + len(self.tubes)
+        ):
+            self.timers = [e for e in timers if e[2].entry is e]
+            heapq.heapify(self.timers)
+
+    # --- state transitions -------------------------------------------------------------------
+
+    def _ready_top(self, tube: Tube) -> Job:
+        heap = tube.ready
+        while True:
+            entry = heap[0]
+            if entry[2].entry is entry:
+                return entry[2]
+            heapq.heappop(heap)
+            tube.stale -= 1
+
+    def _make_ready(self, job: Job) -> None:
+        tube = job.tube
+        job.state = State.READY
+        job.reserver = None
+        entry = (job.pri, job.id, job)
+        job.entry = entry
+        heapq.heappush(tube.ready, entry)
+        tube.ready_count += 1
+        self.ready_count += 1
+        if job.pri < URGENT_THRESHOLD:
+            tube.urgent_count += 1
+            self.urgent_count += 1
+        if len(tube.waiting) and tube.paused_until is None:
+            self._hot[tube] = None
+
+    def _take_ready(self, job: Job) -> None:
+        """Remove a ready job from its heap: a pop when it is on top, else lazily."""
+        tube = job.tube
+        heap = tube.ready
+        if heap[0] is job.entry:
+            heapq.heappop(heap)
+        else:
+            tube.stale += 1
+            self._maybe_rebuild(tube)
+        job.entry = None
+        tube.ready_count -= 1
+        self.ready_count -= 1
+        if job.pri < URGENT_THRESHOLD:
+            tube.urgent_count -= 1
+            self.urgent_count -= 1
+
+    def _make_delayed(self, job: Job, deadline: float) -> None:
+        job.state = State.DELAYED
+        job.reserver = None
+        job.deadline = deadline
+        entry = (deadline, job.id, job)
+        job.entry = entry
+        heapq.heappush(job.tube.delayed, entry)
+        heapq.heappush(self.timers, entry)
+        job.tube.delayed_count += 1
+        self.delayed_count += 1
+
+    def _make_buried(self, job: Job) -> None:
+        job.state = State.BURIED
+        job.reserver = None
+        job.entry = None
+        job.tube.buried[job.id] = job
+        self.buried_count += 1
+
+    def _detach(self, job: Job) -> None:
+        """Take a ready, delayed or buried job out of its tube's structures."""
+        state = job.state
+        if state == State.READY:
+            self._take_ready(job)
+        elif state == State.DELAYED:
+            job.entry = None
+            job.tube.stale += 1
+            job.tube.delayed_count -= 1
+            self.delayed_count -= 1
+            self._maybe_rebuild(job.tube)
+        elif state == State.BURIED:
+            del job.tube.buried[job.id]
+            self.buried_count -= 1
+        else:  # pragma: no cover - callers never detach reserved or deleted jobs
+            raise AssertionError(job)
+
+    def _maybe_rebuild(self, tube: Tube) -> None:
+        if tube.stale > 32 and tube.stale * 2 > len(tube.ready) + len(tube.delayed):
+            tube.ready = [e for e in tube.ready if e[2].entry is e]
+            heapq.heapify(tube.ready)
+            tube.delayed = [e for e in tube.delayed if e[2].entry is e]
+            heapq.heapify(tube.delayed)
+            tube.stale = 0
+
+    def _reserve(self, s: Session, job: Job, now: float) -> None:
+        job.state = State.RESERVED
+        job.reserver = s
+        job.reserves += 1
+        s.reserved[job.id] = job
+        job.tube.reserved_count += 1
+        self.reserved_count += 1
+        self._set_ttr_timer(job, now + job.ttr)
+        self.changes.append(job)
+
+    def _set_ttr_timer(self, job: Job, deadline: float) -> None:
+        job.deadline = deadline
+        entry = (deadline, job.id, job)
+        job.entry = entry
+        heapq.heappush(self.timers, entry)
+
+    def _unreserve(self, s: Session, job: Job) -> None:
+        del s.reserved[job.id]
+        job.entry = None
+        job.reserver = None
+        job.tube.reserved_count -= 1
+        self.reserved_count -= 1
+
+    def _process_queue(self, now: float) -> None:
+        """Hand ready jobs to waiting sessions, best (priority, id) first, across hot tubes."""
+        hot = self._hot
+        while hot:
+            best: Job | None = None
+            for tube in list(hot):
+                if not (tube.ready_count and len(tube.waiting)) or tube.paused_until is not None:
+                    del hot[tube]
+                    continue
+                top = self._ready_top(tube)
+                if best is None or (top.pri, top.id) < (best.pri, best.id):
+                    best = top
+            if best is None:
+                return
+            taken_from = best.tube.waiting
+            s = taken_from.take()
+            s.waiting = False
+            s.timeout_at = None
+            s.entry = None
+            self.waiting_count -= 1
+            for tube in s.watch:
+                if tube.waiting is not taken_from:
+                    tube.waiting.remove(s)
+            self._take_ready(best)
+            self._reserve(s, best, now)
+            self.notices.append((s, best))
+
+    # --- stats ---------------------------------------------------------------------------------
+
+    def job_time_left(self, job: Job, now: float) -> int:
+        if job.state in (State.RESERVED, State.DELAYED):
+            # beanstalkd reads its clock again for every reply, so a job reserved for 10 s
+            # already shows 9 in the same batch; the epsilon reproduces that truncation.
+            return int(job.deadline - now - 1e-6)
+        return 0
+
+    def pause_time_left(self, tube: Tube, now: float) -> int:
+        if tube.paused_until is None:
+            return 0
+        return max(0, int(tube.paused_until - now))
