@@ -63,12 +63,14 @@ class Hub:
         max_job_size: int = p.DEFAULT_MAX_JOB_SIZE,
         binlog_stats: Callable[[], BinlogStats] = lambda: NO_BINLOG,
         job_file: Callable[[Job], int] = lambda job: 0,
+        can_put: Callable[[int], bool] = lambda size: True,
     ) -> None:
         self.engine = engine
         self.host = host
         self.max_job_size = max_job_size
         self.binlog_stats = binlog_stats
         self.job_file = job_file
+        self.can_put = can_put  # False when the binlog has no room for the job: OUT_OF_MEMORY
         self.draining = False
         self.connections: dict[Session, Connection] = {}
         self.dirty: list[Connection] = []  # connections with output since the last take_dirty
@@ -309,6 +311,9 @@ class Connection:
         hub.engine.mark_producer(self.session)
         if hub.draining:
             self._reply(p.DRAINING)
+            return
+        if not hub.can_put(len(cmd.body)):
+            self._reply(p.OUT_OF_MEMORY)
             return
         job = hub.engine.put(self.session, cmd.pri, cmd.delay, cmd.ttr, cmd.body, now)
         self._reply(b"INSERTED %d\r\n" % job.id)

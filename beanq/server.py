@@ -32,12 +32,13 @@ import socket
 import stat
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from beanq import __version__, protocol
-from beanq.dispatch import Connection, HostInfo, Hub
-from beanq.tubes import Engine
+from beanq.dispatch import BinlogStats, Connection, HostInfo, Hub
+from beanq.tubes import Engine, Job
 
 if TYPE_CHECKING:
     import trio
@@ -71,6 +72,25 @@ class StartupError(Exception):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
+
+
+class Journal(Protocol):
+    """What the loop needs from the binlog (``beanq.binlog.Binlog``)."""
+
+    def write(self, jobs: list[Job], now: float, wall: float) -> None: ...
+
+    @property
+    def unsynced(self) -> bool: ...
+
+    def sync(self) -> None: ...
+
+    def can_put(self, body_size: int) -> bool: ...
+
+    def stats(self) -> BinlogStats: ...
+
+    def job_file(self, job: Job) -> int: ...
+
+    def close(self) -> None: ...
 
 
 # --- listening ---------------------------------------------------------------------------------
@@ -189,11 +209,22 @@ class EpollLoop:
     """The socket side of the server, driven one batch at a time by ``step``."""
 
     def __init__(
-        self, listener: socket.socket, hub: Hub, clock: Callable[[], float] = time.monotonic
+        self,
+        listener: socket.socket,
+        hub: Hub,
+        clock: Callable[[], float] = time.monotonic,
+        journal: Journal | None = None,
+        sync_before_reply: bool = False,
     ) -> None:
         self.listener = listener
         self.hub = hub
         self.clock = clock
+        self.journal = journal
+        # -f 0: replies wait for the fsync that covers their batch's records (group commit).
+        self.sync_before_reply = journal is not None and sync_before_reply
+        self._held: deque[tuple[int, list[tuple[_Client, bytes]]]] = deque()
+        self.written_seq = 0  # batches written to the journal
+        self.on_held: Callable[[], None] = lambda: None
         self.epoll = select.epoll()
         self.epoll.register(listener.fileno(), select.EPOLLIN)
         self.clients: dict[int, _Client] = {}
@@ -205,6 +236,11 @@ class EpollLoop:
         now = self.clock()
         for client in list(self.clients.values()):
             self._drop(client, now)
+        self._journal_changes(now)
+        if self.journal is not None:
+            if self.journal.unsynced:
+                self.journal.sync()
+            self.journal.close()
         self.epoll.close()
         self.listener.close()
 
@@ -265,13 +301,14 @@ class EpollLoop:
         else:
             conn.receive_eof(now)
             self._set_mask(client, client.mask & ~_READ)
-        if conn.finished and not conn.out and not client.wbuf:
+        if conn.finished and not conn.out and not client.wbuf and not self._is_held(client):
             self._drop(client, now)
 
     def _flush_dirty(self, now: float) -> None:
         hub = self.hub
         hub.deliver(now)
         while hub.dirty:
+            held = self._hold_group(self._journal_changes(now))
             for conn in hub.take_dirty():
                 client = self._by_conn.get(conn)
                 if client is None:
@@ -280,10 +317,63 @@ class EpollLoop:
                 out = conn.out
                 data = out[0] if len(out) == 1 else b"".join(out)
                 out.clear()
+                if held is not None:
+                    held.append((client, data))
+                    continue
                 self._send(client, data)
                 if conn.finished and not client.wbuf and client.fd in self.clients:
                     self._drop(client, now)
             hub.deliver(now)
+        self._journal_changes(now)
+
+    def _journal_changes(self, now: float) -> bool:
+        changes = self.hub.engine.changes
+        if not changes:
+            return False
+        if self.journal is None:
+            changes.clear()
+            return False
+        batch = changes[:]
+        changes.clear()
+        self.journal.write(batch, now, time.time())
+        self.written_seq += 1
+        return True
+
+    def _hold_group(self, wrote: bool) -> list[tuple[_Client, bytes]] | None:
+        """Where this batch's replies wait, if they must wait for an fsync: a new group when
+        the batch wrote records, else the newest group (so a client's replies stay in order)."""
+        if not self.sync_before_reply:
+            return None
+        if wrote:
+            self._held.append((self.written_seq, []))
+            self.on_held()
+        elif not self._held:
+            return None
+        return self._held[-1][1]
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def release(self, synced_seq: int) -> None:
+        """An fsync covering batches up to ``synced_seq`` finished: send their replies."""
+        now = self.clock()
+        held = self._held
+        while held and held[0][0] <= synced_seq:
+            for client, data in held.popleft()[1]:
+                if client.fd not in self.clients or self.clients[client.fd] is not client:
+                    continue
+                self._send(client, data)
+                conn = client.conn
+                if conn.finished and not conn.out and not client.wbuf:
+                    self._drop(client, now)
+
+    def sync_now(self) -> None:
+        """Bootstrap-time group commit: fsync inline and release what waited for it."""
+        if self.journal is not None and self._held:
+            seq = self.written_seq
+            self.journal.sync()
+            self.release(seq)
 
     def _send(self, client: _Client, data: bytes) -> None:
         wbuf = client.wbuf
@@ -312,8 +402,11 @@ class EpollLoop:
             if not conn.eof and conn.held <= HELD_HIGH_WATER:
                 mask |= select.EPOLLIN
             self._set_mask(client, mask)
-            if conn.finished and not conn.out:
+            if conn.finished and not conn.out and not self._is_held(client):
                 self._drop(client, self.clock())
+
+    def _is_held(self, client: _Client) -> bool:
+        return any(c is client for _, group in self._held for c, _ in group)
 
     def _set_mask(self, client: _Client, mask: int) -> None:
         if mask != client.mask and client.fd in self.clients:
@@ -368,21 +461,50 @@ class EpollLoop:
 # --- running -----------------------------------------------------------------------------------
 
 
-def make_hub(config: Config, now: float) -> Hub:
-    return Hub(Engine(now), host_info(), max_job_size=config.max_job_size)
+def make_hub(config: Config, engine: Engine, journal: Journal | None) -> Hub:
+    if journal is None:
+        return Hub(engine, host_info(), max_job_size=config.max_job_size)
+    return Hub(
+        engine,
+        host_info(),
+        max_job_size=config.max_job_size,
+        binlog_stats=journal.stats,
+        job_file=journal.job_file,
+        can_put=journal.can_put,
+    )
+
+
+def open_journal(config: Config, engine: Engine) -> Journal | None:
+    """Lock the binlog directory and replay it into ``engine`` (only with ``-b``)."""
+    if config.binlog_dir is None:
+        return None
+    from beanq import binlog
+
+    try:
+        journal = binlog.Binlog.open(
+            config.binlog_dir,
+            segment_size=config.segment_size,
+            max_job_size=config.max_job_size,
+        )
+    except binlog.BinlogError as exc:
+        raise StartupError(str(exc), exc.code) from exc
+    journal.replay(engine, time.monotonic(), time.time())
+    return journal
 
 
 def run(config: Config, listener: socket.socket) -> None:
     """Serve until SIGTERM or SIGINT. Serving starts at once; trio joins when imported."""
-    hub = make_hub(config, time.monotonic())
-    loop = EpollLoop(listener, hub)
+    engine = Engine(time.monotonic())
+    journal = open_journal(config, engine)
+    hub = make_hub(config, engine, journal)
+    loop = EpollLoop(listener, hub, journal=journal, sync_before_reply=config.fsync_ms == 0)
     stop = _bootstrap(loop)
     if stop:
         loop.close()
         return
     import trio
 
-    trio.run(_serve, loop)
+    trio.run(_serve, loop, config.fsync_ms)
 
 
 def _bootstrap(loop: EpollLoop) -> bool:
@@ -405,6 +527,7 @@ def _bootstrap(loop: EpollLoop) -> bool:
         when = loop.next_deadline()
         timeout = 0.005 if when is None else min(0.005, max(0.0, when - loop.clock()))
         loop.poll(timeout)
+        loop.sync_now()
     return stop.is_set()
 
 
@@ -418,11 +541,16 @@ def _enter_drain_mode(hub: Hub) -> None:
         log.info("entering drain mode")
 
 
-async def _serve(loop: EpollLoop) -> None:
+async def _serve(loop: EpollLoop, fsync_ms: int | None) -> None:
     import trio
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_handle_signals, loop.hub, nursery.cancel_scope)
+        journal = loop.journal
+        if journal is not None and fsync_ms == 0:
+            nursery.start_soon(_group_commit, loop, journal)
+        elif journal is not None and fsync_ms is not None:
+            nursery.start_soon(_periodic_sync, journal, fsync_ms / 1000)
         try:
             await _epoll_forever(loop)
         finally:
@@ -441,6 +569,37 @@ async def _handle_signals(hub: Hub, scope: trio.CancelScope) -> None:
                 log.info("got signal %d, shutting down", signum)
                 scope.cancel()
                 return
+
+
+async def _group_commit(loop: EpollLoop, journal: Journal) -> None:
+    """-f 0: one fsync at a time in a worker thread; every batch written while it runs is
+    covered by the next one, so concurrent producers share fsyncs."""
+    import trio
+
+    wake = trio.Event()
+
+    def on_held() -> None:
+        wake.set()
+
+    loop.on_held = on_held
+    loop.sync_now()  # replies held since the bootstrap loop
+    while True:
+        await wake.wait()
+        wake = trio.Event()
+        while loop.holding:
+            seq = loop.written_seq
+            await trio.to_thread.run_sync(journal.sync)
+            loop.release(seq)
+
+
+async def _periodic_sync(journal: Journal, period: float) -> None:
+    """-f MS: fsync at most every MS ms, and also after the last write of a burst."""
+    import trio
+
+    while True:
+        await trio.sleep(period)
+        if journal.unsynced:
+            await trio.to_thread.run_sync(journal.sync)
 
 
 async def _epoll_forever(loop: EpollLoop) -> None:
