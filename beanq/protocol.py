@@ -280,10 +280,8 @@ class CommandReader:
                     if end - pos < MAX_LINE:
                         break  # an incomplete line: wait for more
                     # No CRLF within 224 bytes: the line is too long. Throw it away up to its
-                    # CRLF, then answer BAD_FORMAT. Keep a trailing CR: it may pair with an LF
-                    # in the next read, which beanstalkd 1.12 misses.
+                    # CRLF, then answer BAD_FORMAT.
                     self._state = _Need.DISCARD_LINE
-                    pos = end - 1 if buf[end - 1] == 0x0D else end
                     continue
                 event = self._parse_line(bytes(buf[pos:eol]))
                 pos = eol + 2
@@ -313,6 +311,8 @@ class CommandReader:
             else:  # DISCARD_LINE
                 eol = buf.find(b"\r\n", pos)
                 if eol < 0:
+                    # Keep a trailing CR: it may pair with an LF in the next read, which
+                    # beanstalkd 1.12 misses (it then swallows the next command).
                     pos = end - 1 if buf[end - 1] == 0x0D else end
                     break
                 pos = eol + 2

@@ -1,0 +1,405 @@
+"""The engine against a deliberately simple model: a dict of jobs, scanned every time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from beanq.tubes import SAFETY_MARGIN, Engine, Job, Notice, Session, State
+
+TUBES = [b"default", b"a", b"b"]
+
+
+@dataclass
+class ModelJob:
+    id: int
+    tube: bytes
+    pri: int
+    state: State
+    deadline: float = 0.0
+    reserver: int | None = None
+    counts: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(
+            ["reserves", "timeouts", "releases", "buries", "kicks"], 0
+        )
+    )
+
+
+class EngineMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 1000.0
+        self.engine = Engine(self.now)
+        self.sessions: list[Session] = [self.engine.connect() for _ in range(3)]
+        self.model: dict[int, ModelJob] = {}
+        self.use = {s.id: b"default" for s in self.sessions}
+        self.watch = {s.id: [b"default"] for s in self.sessions}
+        self.paused: dict[bytes, float] = {}
+
+    # --- model helpers -------------------------------------------------------------------
+
+    def _model_tick(self) -> None:
+        for job in self.model.values():
+            if job.state == State.DELAYED and job.deadline <= self.now:
+                job.state = State.READY
+            elif job.state == State.RESERVED and job.deadline <= self.now:
+                job.state = State.READY
+                job.reserver = None
+                job.counts["timeouts"] += 1
+        for tube, until in list(self.paused.items()):
+            if until <= self.now:
+                del self.paused[tube]
+
+    def _best_ready(self, tubes: list[bytes], skip_paused: bool = True) -> ModelJob | None:
+        ready = [
+            j
+            for j in self.model.values()
+            if j.state == State.READY
+            and j.tube in tubes
+            and not (skip_paused and j.tube in self.paused)
+        ]
+        return min(ready, key=lambda j: (j.pri, j.id), default=None)
+
+    # --- rules ---------------------------------------------------------------------------
+
+    @rule(
+        s=st.integers(0, 2),
+        pri=st.sampled_from([0, 1, 1023, 1024, 5000]),
+        delay=st.sampled_from([0, 0, 1, 5]),
+        ttr=st.sampled_from([0, 1, 3, 10]),
+    )
+    def put(self, s: int, pri: int, delay: int, ttr: int) -> None:
+        session = self.sessions[s]
+        job = self.engine.put(session, pri, delay, ttr, b"body", self.now)
+        assert job.id not in self.model
+        assert job.ttr == max(ttr, 1)
+        tube = self.use[session.id]
+        self.model[job.id] = ModelJob(
+            job.id,
+            tube,
+            pri,
+            State.DELAYED if delay else State.READY,
+            self.now + delay if delay else 0.0,
+        )
+
+    @rule(s=st.integers(0, 2), tube=st.sampled_from(TUBES))
+    def use(self, s: int, tube: bytes) -> None:
+        self.engine.use(self.sessions[s], tube)
+        self.use[self.sessions[s].id] = tube
+
+    @rule(s=st.integers(0, 2), tube=st.sampled_from(TUBES))
+    def watch(self, s: int, tube: bytes) -> None:
+        session = self.sessions[s]
+        count = self.engine.watch(session, tube)
+        if tube not in self.watch[session.id]:
+            self.watch[session.id].append(tube)
+        assert count == len(self.watch[session.id])
+
+    @rule(s=st.integers(0, 2), tube=st.sampled_from(TUBES))
+    def ignore(self, s: int, tube: bytes) -> None:
+        session = self.sessions[s]
+        watched = self.watch[session.id]
+        result = self.engine.ignore(session, tube)
+        if tube in watched and len(watched) == 1:
+            assert result is None
+        else:
+            if tube in watched:
+                watched.remove(tube)
+            assert result == len(watched)
+
+    @rule(s=st.integers(0, 2))
+    def reserve_now(self, s: int) -> None:
+        session = self.sessions[s]
+        mine = [j for j in self.model.values() if j.reserver == session.id]
+        soon = any(self.now >= j.deadline - SAFETY_MARGIN for j in mine)
+        watched = self.watch[session.id]
+        any_ready = self._best_ready(watched, skip_paused=False) is not None
+        result = self.engine.reserve(session, 0, self.now)
+        if soon and not any_ready:
+            assert result is Notice.DEADLINE_SOON
+            return
+        best = self._best_ready(watched)
+        if best is None:
+            assert result is Notice.TIMED_OUT
+            return
+        assert isinstance(result, Job)
+        assert result.id == best.id, (result, best)
+        best.state = State.RESERVED
+        best.reserver = session.id
+        best.deadline = self.now + result.ttr
+        best.counts["reserves"] += 1
+
+    def _held_by(self, s: int) -> list[ModelJob]:
+        sid = self.sessions[s].id
+        return [j for j in self.model.values() if j.reserver == sid]
+
+    @precondition(lambda self: any(j.state == State.RESERVED for j in self.model.values()))
+    @rule(data=st.data(), pri=st.integers(0, 2000), delay=st.sampled_from([0, 2]))
+    def release(self, data: st.DataObject, pri: int, delay: int) -> None:
+        job = data.draw(st.sampled_from([j for j in self.model.values() if j.reserver]))
+        s = next(i for i, x in enumerate(self.sessions) if x.id == job.reserver)
+        assert self.engine.release(self.sessions[s], job.id, pri, delay, self.now)
+        job.pri = pri
+        job.reserver = None
+        job.state = State.DELAYED if delay else State.READY
+        job.deadline = self.now + delay
+        job.counts["releases"] += 1
+
+    @precondition(lambda self: any(j.state == State.RESERVED for j in self.model.values()))
+    @rule(data=st.data(), pri=st.integers(0, 2000))
+    def bury(self, data: st.DataObject, pri: int) -> None:
+        job = data.draw(st.sampled_from([j for j in self.model.values() if j.reserver]))
+        s = next(i for i, x in enumerate(self.sessions) if x.id == job.reserver)
+        other = self.sessions[(s + 1) % 3]
+        assert not self.engine.bury(other, job.id, pri)  # only the holder may bury
+        assert self.engine.bury(self.sessions[s], job.id, pri)
+        job.pri = pri
+        job.reserver = None
+        job.state = State.BURIED
+        job.counts["buries"] += 1
+
+    @rule(s=st.integers(0, 2), bound=st.integers(0, 3))
+    def kick(self, s: int, bound: int) -> None:
+        session = self.sessions[s]
+        tube = self.use[session.id]
+        buried = [j for j in self.model.values() if j.tube == tube and j.state == State.BURIED]
+        if buried:
+            victims = sorted(buried, key=lambda j: self._bury_order.index(j.id))[:bound]
+        else:
+            delayed = [
+                j for j in self.model.values() if j.tube == tube and j.state == State.DELAYED
+            ]
+            victims = sorted(delayed, key=lambda j: (j.deadline, j.id))[:bound]
+        assert self.engine.kick(session, bound, self.now) == len(victims)
+        for job in victims:
+            job.state = State.READY
+            job.counts["kicks"] += 1
+
+    @property
+    def _bury_order(self) -> list[int]:
+        order: list[int] = []
+        for tube in self.engine.tubes.values():
+            order.extend(tube.buried)
+        return order
+
+    @rule(s=st.integers(0, 2), data=st.data())
+    def delete(self, s: int, data: st.DataObject) -> None:
+        session = self.sessions[s]
+        job_id = data.draw(st.sampled_from([*self.model, 999_999]))
+        job = self.model.get(job_id)
+        ok = self.engine.delete(session, job_id)
+        allowed = job is not None and (job.state != State.RESERVED or job.reserver == session.id)
+        assert ok == allowed
+        if ok:
+            del self.model[job_id]
+
+    @rule(s=st.integers(0, 2), data=st.data())
+    def reserve_job(self, s: int, data: st.DataObject) -> None:
+        session = self.sessions[s]
+        job_id = data.draw(st.sampled_from([*self.model, 999_999]))
+        job = self.model.get(job_id)
+        result = self.engine.reserve_job(session, job_id, self.now)
+        if job is None or job.state == State.RESERVED:
+            assert result is None
+            return
+        assert result is not None and result.id == job_id
+        job.state = State.RESERVED
+        job.reserver = session.id
+        job.deadline = self.now + result.ttr
+        job.counts["reserves"] += 1
+
+    @rule(tube=st.sampled_from(TUBES), delay=st.sampled_from([0, 2]))
+    def pause(self, tube: bytes, delay: int) -> None:
+        exists = self.engine.find_tube(tube) is not None
+        assert self.engine.pause_tube(tube, delay, self.now) == exists
+        if exists and delay:
+            self.paused[tube] = self.now + delay
+        elif exists:
+            self.paused.pop(tube, None)
+
+    @rule(dt=st.sampled_from([0.5, 1.0, 2.0, 4.0]))
+    def advance(self, dt: float) -> None:
+        self.now += dt
+        self.engine.tick(self.now)
+        self._model_tick()
+
+    @rule(s=st.integers(0, 2))
+    def reconnect(self, s: int) -> None:
+        old = self.sessions[s]
+        self.engine.disconnect(old, self.now)
+        for job in self.model.values():
+            if job.reserver == old.id:
+                job.reserver = None
+                job.state = State.READY
+        new = self.engine.connect()
+        self.sessions[s] = new
+        self.use[new.id] = b"default"
+        self.watch[new.id] = [b"default"]
+
+    # --- invariants ----------------------------------------------------------------------
+
+    @invariant()
+    def jobs_match_model(self) -> None:
+        e = self.engine
+        assert set(e.jobs) == set(self.model)
+        for job_id, m in self.model.items():
+            job = e.jobs[job_id]
+            assert job.state == m.state, (job, m)
+            assert job.pri == m.pri
+            assert job.tube.name == m.tube
+            held_by = job.reserver.id if job.reserver else None
+            assert held_by == m.reserver
+            for name, value in m.counts.items():
+                assert getattr(job, name) == value, (name, job, m)
+
+    @invariant()
+    def counters_match_model(self) -> None:
+        e = self.engine
+        states = [m.state for m in self.model.values()]
+        assert e.ready_count == states.count(State.READY)
+        assert e.reserved_count == states.count(State.RESERVED)
+        assert e.delayed_count == states.count(State.DELAYED)
+        assert e.buried_count == states.count(State.BURIED)
+        urgent = [m for m in self.model.values() if m.state == State.READY and m.pri < 1024]
+        assert e.urgent_count == len(urgent)
+        for tube in e.tubes.values():
+            mine = [m for m in self.model.values() if m.tube == tube.name]
+            assert tube.ready_count == sum(m.state == State.READY for m in mine)
+            assert tube.delayed_count == sum(m.state == State.DELAYED for m in mine)
+            assert len(tube.buried) == sum(m.state == State.BURIED for m in mine)
+            assert tube.reserved_count == sum(m.state == State.RESERVED for m in mine)
+
+    @invariant()
+    def each_job_is_in_exactly_one_structure(self) -> None:
+        e = self.engine
+        for job in e.jobs.values():
+            tube = job.tube
+            in_ready = any(entry[2] is job and job.entry is entry for entry in tube.ready)
+            in_delay = any(entry[2] is job and job.entry is entry for entry in tube.delayed)
+            in_buried = tube.buried.get(job.id) is job
+            held = job.reserver is not None and job.reserver.reserved.get(job.id) is job
+            assert [in_ready, in_delay, in_buried, held].count(True) == 1, job
+            expected = {
+                State.READY: in_ready,
+                State.DELAYED: in_delay,
+                State.BURIED: in_buried,
+                State.RESERVED: held,
+            }
+            assert expected[job.state]
+
+    @invariant()
+    def unreferenced_tubes_are_gone(self) -> None:
+        e = self.engine
+        live = {b"default"}
+        live |= {self.use[s.id] for s in self.sessions}
+        for s in self.sessions:
+            live |= set(self.watch[s.id])
+        live |= {m.tube for m in self.model.values()}
+        assert set(e.tubes) == live
+        assert sorted(t.name for t in e.tube_order) == sorted(live)
+
+
+EngineMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+test_engine_against_model = EngineMachine.TestCase
+
+
+# --- blocking reserve, notices and timers ------------------------------------------------------
+
+
+def test_waiting_session_gets_the_next_put() -> None:
+    e = Engine(0.0)
+    worker, producer = e.connect(), e.connect()
+    assert e.reserve(worker, None, 0.0) is None
+    assert e.waiting_count == 1
+    job = e.put(producer, 10, 0, 5, b"x", 1.0)
+    assert e.notices == [(worker, job)]
+    assert job.state == State.RESERVED and job.deadline == 6.0
+    assert e.waiting_count == 0
+
+
+def test_reserve_with_timeout_times_out_at_its_deadline() -> None:
+    e = Engine(0.0)
+    s = e.connect()
+    assert e.reserve(s, 3, 0.0) is None
+    assert e.tick(2.9) == 3.0
+    assert e.notices == []
+    e.tick(3.0)
+    assert e.notices == [(s, Notice.TIMED_OUT)]
+
+
+def test_deadline_soon_while_blocked_one_second_before_the_ttr() -> None:
+    e = Engine(0.0)
+    s = e.connect()
+    e.put(s, 0, 0, 10, b"x", 0.0)
+    job = e.reserve(s, None, 0.0)
+    assert isinstance(job, Job)
+    assert e.reserve(s, None, 0.0) is None  # blocks: the deadline is 10 s away
+    assert e.tick(5.0) == pytest.approx(9.0)
+    e.tick(9.0)
+    assert e.notices == [(s, Notice.DEADLINE_SOON)]
+    e.notices.clear()
+    # within the margin, reserve answers DEADLINE_SOON at once
+    assert e.reserve(s, None, 9.5) is Notice.DEADLINE_SOON
+    e.tick(10.0)
+    assert job.state == State.READY and job.timeouts == 1 and e.timeouts == 1
+
+
+def test_ttr_expiry_hands_the_job_to_a_waiting_worker() -> None:
+    e = Engine(0.0)
+    a, b = e.connect(), e.connect()
+    e.put(a, 0, 0, 2, b"x", 0.0)
+    job = e.reserve(a, None, 0.0)
+    assert e.reserve(b, None, 0.0) is None
+    e.tick(2.0)
+    assert e.notices == [(b, job)]
+    assert isinstance(job, Job) and job.reserver is b and job.timeouts == 1
+
+
+def test_pause_holds_reserves_until_it_ends() -> None:
+    e = Engine(0.0)
+    s = e.connect()
+    e.put(s, 0, 0, 5, b"x", 0.0)
+    assert e.pause_tube(b"default", 10, 0.0)
+    assert e.reserve(s, None, 0.0) is None
+    assert e.tick(5.0) == 10.0
+    e.tick(10.0)
+    assert len(e.notices) == 1 and e.notices[0][0] is s
+
+
+def test_disconnect_returns_reserved_jobs_at_once() -> None:
+    e = Engine(0.0)
+    a, b = e.connect(), e.connect()
+    e.put(a, 0, 0, 100, b"x", 0.0)
+    job = e.reserve(a, None, 0.0)
+    assert e.reserve(b, None, 0.0) is None
+    e.disconnect(a, 1.0)
+    assert e.notices == [(b, job)]
+    assert e.connections == 1
+
+
+def test_list_tubes_order_follows_beanstalkd_swap_removal() -> None:
+    e = Engine(0.0)
+    s = e.connect()
+    for name in (b"a", b"b", b"c"):
+        e.watch(s, name)
+    assert [t.name for t in e.tube_order] == [b"default", b"a", b"b", b"c"]
+    e.ignore(s, b"a")  # freed: the last tube takes its place
+    assert [t.name for t in e.tube_order] == [b"default", b"c", b"b"]
+
+
+def test_stale_heap_entries_do_not_accumulate() -> None:
+    e = Engine(0.0)
+    s = e.connect()
+    jobs = [e.put(s, 0, 0, 5, b"x", 0.0) for _ in range(1000)]
+    for job in reversed(jobs):  # delete from the bottom of the heap: every removal is lazy
+        assert e.delete(s, job.id)
+    assert len(e.default_tube.ready) < 100
+    delayed = [e.put(s, 0, 50, 5, b"x", 0.0) for _ in range(1000)]
+    for job in delayed:
+        assert e.kick_job(job.id, 0.0)
+    e.tick(1.0)
+    assert len(e.timers) < 100
