@@ -1,0 +1,206 @@
+"""The real ``beanq`` process: start-up time, flags, signals, listeners."""
+
+from __future__ import annotations
+
+import ast
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from beanq import protocol as p
+from tests.servers import free_port, spawn_beanq
+
+ROOT = Path(__file__).resolve().parent.parent
+BEANQ = [sys.executable, "-m", "beanq"]
+
+
+def ask(sock: socket.socket, data: bytes) -> p.Reply:
+    sock.sendall(data)
+    reader = p.ReplyReader()
+    sock.settimeout(5)
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise EOFError
+        replies = reader.feed(chunk)
+        if replies:
+            return replies[0]
+
+
+def time_to_first_answer(argv: list[str], port: int) -> float:
+    """Spawn, connect after ~0.1 s as client test suites do, and time the first answer."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = start + 10
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=1)
+                break
+            except OSError:
+                if time.perf_counter() > deadline:
+                    raise
+                time.sleep(0.002)
+        with sock:
+            assert ask(sock, b"list-tube-used\r\n") == p.Reply("USING", ("default",))
+        return time.perf_counter() - start
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def test_answers_within_150_ms_of_exec() -> None:
+    """Programs that spawn a beanstalkd in their tests talk to it ~0.1 s later. The best of
+    three runs absorbs a busy machine; the budget is the issue's, on this machine."""
+    exe = Path(sys.executable).with_name("beanq")
+    argv = [str(exe)] if exe.exists() else BEANQ
+    timings = [
+        time_to_first_answer([*argv, "-p", str(port)], port)
+        for port in (free_port(), free_port(), free_port())
+    ]
+    assert min(timings) < 0.150, timings
+
+
+def test_version_and_help_exit_zero() -> None:
+    out = subprocess.run([*BEANQ, "-v"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.startswith("beanq ")
+    out = subprocess.run([*BEANQ, "-h"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "-b DIR" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-x"], "unknown flag: -x"),
+        (["-p"], "flag requires an argument: -p"),
+        (["-z", "abc"], "invalid size: abc"),
+        (["stray"], "unknown argument: stray"),
+    ],
+)
+def test_bad_flags_exit_5_like_beanstalkd(args: list[str], message: str) -> None:
+    out = subprocess.run([*BEANQ, *args], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 5
+    assert message in out.stderr
+
+
+def test_port_in_use_exits_111() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        out = subprocess.run(
+            [*BEANQ, "-l", "127.0.0.1", "-p", str(port)], capture_output=True, timeout=30
+        )
+    assert out.returncode == 111
+
+
+def test_combined_flags_and_max_job_size() -> None:
+    port = free_port()
+    with (
+        spawn_beanq("-VVz10", port=port) as (host, _, _proc),
+        socket.create_connection((host, port)) as sock,
+    ):
+        assert ask(sock, b"put 0 0 1 11\r\n" + b"x" * 11 + b"\r\n") == p.Reply("JOB_TOO_BIG")
+        assert ask(sock, b"put 0 0 1 10\r\n" + b"x" * 10 + b"\r\n").word == "INSERTED"
+        stats = p.parse_yaml_dict(ask(sock, b"stats\r\n").body or b"")
+        assert stats["max-job-size"] == 10
+
+
+def test_sigterm_shuts_down_cleanly_and_releases_clients() -> None:
+    with spawn_beanq("-V") as (host, port, proc):
+        sock = socket.create_connection((host, port))
+        ask(sock, b"list-tubes\r\n")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        sock.settimeout(5)
+        assert sock.recv(10) == b""
+        sock.close()
+        assert "accept" in proc.output()  # -V logs connections
+
+
+def test_sigusr1_enters_drain_mode() -> None:
+    with spawn_beanq() as (host, port, proc), socket.create_connection((host, port)) as sock:
+        assert ask(sock, b"put 0 0 1 1\r\nx\r\n").word == "INSERTED"
+        proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while ask(sock, b"put 0 0 1 1\r\nx\r\n") != p.Reply("DRAINING"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        stats = p.parse_yaml_dict(ask(sock, b"stats\r\n").body or b"")
+        assert stats["draining"] is True
+        assert ask(sock, b"reserve-with-timeout 0\r\n").word == "RESERVED"
+
+
+def test_unix_socket_listener() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "beanq.sock")
+        proc = subprocess.Popen([*BEANQ, "-l", f"unix:{path}"], stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 10
+            while not os.path.exists(path):
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.connect(path)
+                assert ask(sock, b"put 0 0 1 2\r\nhi\r\n") == p.Reply("INSERTED", ("1",))
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            assert proc.stderr is not None
+            proc.stderr.close()
+
+
+def test_systemd_socket_activation() -> None:
+    """With LISTEN_FDS/LISTEN_PID, beanq serves the inherited socket and ignores -p."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    script = (
+        "import os, sys; os.dup2(int(sys.argv[1]), 3); "
+        "os.environ['LISTEN_FDS'] = '1'; os.environ['LISTEN_PID'] = str(os.getpid()); "
+        "os.execv(sys.executable, [sys.executable, '-m', 'beanq', '-p', '1'])"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(listener.fileno())], pass_fds=[listener.fileno()]
+    )
+    listener.close()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            assert ask(sock, b"list-tube-used\r\n") == p.Reply("USING", ("default",))
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+
+
+PURE_MODULES = ["protocol.py", "tubes.py", "dispatch.py"]
+FORBIDDEN = {"trio", "socket", "select", "selectors", "os", "time", "threading", "asyncio"}
+
+
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_pure_modules_import_no_io(module: str) -> None:
+    """The codec, the engine and the dispatcher never touch sockets, files, clocks or trio."""
+    tree = ast.parse((ROOT / "beanq" / module).read_text())
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & FORBIDDEN, imported & FORBIDDEN
+
+
+def test_only_server_imports_trio_and_sockets() -> None:
+    for path in (ROOT / "beanq").glob("*.py"):
+        if path.name == "server.py":
+            continue
+        source = path.read_text()
+        assert "import trio" not in source, path
+        assert "import socket" not in source, path
