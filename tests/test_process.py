@@ -58,12 +58,12 @@ def time_to_first_answer(argv: list[str], port: int) -> float:
 
 def test_answers_within_150_ms_of_exec() -> None:
     """Programs that spawn a beanstalkd in their tests talk to it ~0.1 s later. The best of
-    three runs absorbs a busy machine; the budget is the issue's, on this machine."""
+    five runs absorbs a busy machine; the budget is the issue's, on this machine."""
     exe = Path(sys.executable).with_name("beanq")
     argv = [str(exe)] if exe.exists() else BEANQ
     timings = [
         time_to_first_answer([*argv, "-p", str(port)], port)
-        for port in (free_port(), free_port(), free_port())
+        for port in [free_port() for _ in range(5)]
     ]
     assert min(timings) < 0.150, timings
 
