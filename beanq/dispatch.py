@@ -224,7 +224,18 @@ def _seconds(value: float) -> p.Bare:
 class Connection:
     """One client's conversation: bytes in, replies out, in order."""
 
-    __slots__ = ("_pending", "blocked", "closing", "eof", "hub", "out", "reader", "session")
+    __slots__ = (
+        "_pending",
+        "_put_id",
+        "_put_started",
+        "blocked",
+        "closing",
+        "eof",
+        "hub",
+        "out",
+        "reader",
+        "session",
+    )
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -235,6 +246,8 @@ class Connection:
         self.blocked = False  # in a reserve that waits
         self.closing = False  # quit was received: close once the output is sent
         self.eof = False  # the client shut down its sending side
+        self._put_started = False  # a PutStarted was handled; its put is still to come
+        self._put_id: int | None = None  # the id beanstalkd would have given that put
 
     @property
     def held(self) -> int:
@@ -305,17 +318,34 @@ class Connection:
             log.exception("internal error handling %r", event)
             self._reply(p.INTERNAL_ERROR)
 
-    def _put(self, cmd: p.Put, now: float) -> None:
+    def _put_start(self, event: p.PutStarted, now: float) -> None:
         self._count("put")
+        self._put_started = True
+        if not event.too_big:
+            self.hub.engine.mark_producer(self.session)
+            self._put_id = self.hub.engine.allocate_id()
+
+    def _take_put_id(self) -> int:
+        """The put's id: taken when its line arrived, if a PutStarted said so, else now."""
+        if self._put_started:
+            self._put_started = False
+            job_id, self._put_id = self._put_id, None
+            assert job_id is not None
+            return job_id
+        self._count("put")
+        self.hub.engine.mark_producer(self.session)
+        return self.hub.engine.allocate_id()
+
+    def _put(self, cmd: p.Put, now: float) -> None:
         hub = self.hub
-        hub.engine.mark_producer(self.session)
+        job_id = self._take_put_id()
         if hub.draining:
             self._reply(p.DRAINING)
             return
         if not hub.can_put(len(cmd.body)):
             self._reply(p.OUT_OF_MEMORY)
             return
-        job = hub.engine.put(self.session, cmd.pri, cmd.delay, cmd.ttr, cmd.body, now)
+        job = hub.engine.put(self.session, cmd.pri, cmd.delay, cmd.ttr, cmd.body, now, job_id)
         self._reply(b"INSERTED %d\r\n" % job.id)
 
     def _reserve(self, cmd: p.Reserve, now: float) -> None:
@@ -345,9 +375,12 @@ class Connection:
             self._reply(p.NOT_FOUND if job is None else _job_reply(b"FOUND", job))
         elif name == "reserve-job":
             self._count(name)
-            engine.mark_worker(self.session)
             job = engine.reserve_job(self.session, cmd.id, now)
-            self._reply(p.NOT_FOUND if job is None else _job_reply(b"RESERVED", job))
+            if job is None:
+                self._reply(p.NOT_FOUND)
+            else:
+                engine.mark_worker(self.session)
+                self._reply(_job_reply(b"RESERVED", job))
         elif name == "kick-job":
             self._count(name)
             self._reply(p.KICKED if engine.kick_job(cmd.id, now) else p.NOT_FOUND)
@@ -423,15 +456,19 @@ class Connection:
         self._reply(p.NOT_FOUND if job is None else _job_reply(b"FOUND", job))
 
     def _invalid(self, event: p.Invalid, now: float) -> None:
-        if event.counted is not None:
+        if event.counted == "put" and self._put_started:
+            self._put_started = False  # counted by PutStarted already
+            self._put_id = None
+        elif event.producer:  # a put with a body: beanstalkd had made the job, using an id
+            self._take_put_id()
+        elif event.counted is not None:
             self._count(event.counted)
-        if event.producer:
-            self.hub.engine.mark_producer(self.session)
         self._reply(event.reply)
 
 
 _HANDLERS: dict[type, Callable[[Connection, p.Event, float], None]] = {
     p.Put: Connection._put,  # type: ignore[dict-item]
+    p.PutStarted: Connection._put_start,  # type: ignore[dict-item]
     p.Reserve: Connection._reserve,  # type: ignore[dict-item]
     p.JobCommand: Connection._job_command,  # type: ignore[dict-item]
     p.Release: Connection._release,  # type: ignore[dict-item]

@@ -163,6 +163,17 @@ class Simple(_Record):
         self.name = name
 
 
+class PutStarted(_Record):
+    """A put line was read and its body has not all arrived. beanstalkd counts the put and
+    makes the job (using up an id) at this point, so the dispatcher does the same; a put whose
+    body comes in the same read needs no such event."""
+
+    __slots__ = ("too_big",)
+
+    def __init__(self, too_big: bool) -> None:
+        self.too_big = too_big
+
+
 class Invalid(_Record):
     """Input that gets an error reply instead of a command.
 
@@ -179,7 +190,7 @@ class Invalid(_Record):
 
 
 Command = Put | Reserve | JobCommand | Release | Bury | Kick | TubeCommand | PauseTube | Simple
-Event = Command | Invalid
+Event = Command | PutStarted | Invalid
 
 _JOB_COMMANDS: Final = frozenset(
     [b"peek", b"delete", b"touch", b"kick-job", b"stats-job", b"reserve-job"]
@@ -250,7 +261,15 @@ class _Need:
 class CommandReader:
     """Turns the bytes a client sends into command events (the server's half of the codec)."""
 
-    __slots__ = ("_body_size", "_buf", "_discard", "_max_job_size", "_pending_put", "_state")
+    __slots__ = (
+        "_announced",
+        "_body_size",
+        "_buf",
+        "_discard",
+        "_max_job_size",
+        "_pending_put",
+        "_state",
+    )
 
     def __init__(self, max_job_size: int = DEFAULT_MAX_JOB_SIZE) -> None:
         self._max_job_size = max_job_size
@@ -259,6 +278,7 @@ class CommandReader:
         self._pending_put: Put | None = None
         self._discard = 0  # DISCARD_BODY: bytes still to throw away
         self._body_size = 0  # BODY: size announced by the pending put
+        self._announced = False  # PutStarted was emitted for the pending put
 
     @property
     def buffered(self) -> int:
@@ -300,6 +320,7 @@ class CommandReader:
                     events.append(Invalid(EXPECTED_CRLF, "put", producer=True))
                 pos += size + 2
                 self._pending_put = None
+                self._announced = False
                 self._state = _Need.LINE
             elif state == _Need.DISCARD_BODY:
                 take = min(self._discard, end - pos)
@@ -307,6 +328,7 @@ class CommandReader:
                 self._discard -= take
                 if self._discard == 0:
                     events.append(Invalid(JOB_TOO_BIG, "put"))
+                    self._announced = False
                     self._state = _Need.LINE
             else:  # DISCARD_LINE
                 eol = buf.find(b"\r\n", pos)
@@ -319,6 +341,9 @@ class CommandReader:
                 events.append(Invalid(BAD_FORMAT))
                 self._state = _Need.LINE
         del buf[:pos]
+        if not self._announced and self._state in (_Need.BODY, _Need.DISCARD_BODY):
+            self._announced = True
+            events.append(PutStarted(too_big=self._state == _Need.DISCARD_BODY))
         return events
 
     def _parse_line(self, line: bytes) -> Event | None:
@@ -332,6 +357,8 @@ class CommandReader:
                 return simple
             if word == b"reserve":
                 return _RESERVE
+            if word == b"pause-tube":
+                return Invalid(BAD_FORMAT)
             if word.startswith(_BAD_FORMAT_PREFIXES):
                 return Invalid(BAD_FORMAT)
             return Invalid(UNKNOWN_COMMAND)
@@ -376,6 +403,8 @@ class CommandReader:
             if len(name) > MAX_TUBE_NAME or name[0] == 0x2D:
                 return Invalid(BAD_FORMAT, "pause-tube")
             return PauseTube(name, int(m[2]))
+        if word == b"quit":
+            return _SIMPLE[b"quit"]  # "quit " and "quit now" leave too, as in beanstalkd
         if word in _SIMPLE or word.startswith(_BAD_FORMAT_PREFIXES):
             return Invalid(BAD_FORMAT)  # e.g. "stats x", "reserve 5"
         return Invalid(UNKNOWN_COMMAND)

@@ -365,10 +365,21 @@ class Engine:
 
     # --- putting jobs in and taking them out ------------------------------------------------
 
-    def put(self, s: Session, pri: int, delay: int, ttr: int, body: bytes, now: float) -> Job:
+    def put(
+        self,
+        s: Session,
+        pri: int,
+        delay: int,
+        ttr: int,
+        body: bytes,
+        now: float,
+        job_id: int | None = None,
+    ) -> Job:
+        """A new job; ``job_id`` is one taken earlier from ``allocate_id``, if any."""
         tube = s.use
-        job = Job(self.next_id, pri, delay, max(ttr, 1), body, tube, now)
-        self.next_id += 1
+        if job_id is None:
+            job_id = self.allocate_id()
+        job = Job(job_id, pri, delay, max(ttr, 1), body, tube, now)
         self.jobs[job.id] = job
         tube.refs += 1
         tube.total_jobs += 1
@@ -380,6 +391,13 @@ class Engine:
         self.changes.append(job)
         self._process_queue(now)
         return job
+
+    def allocate_id(self) -> int:
+        """The id of the next job. beanstalkd makes a job as soon as it reads a put line, so a
+        put that is then refused (EXPECTED_CRLF, DRAINING, no binlog room) still uses one up."""
+        job_id = self.next_id
+        self.next_id += 1
+        return job_id
 
     def restore(self, job: Job, tube_name: bytes, now: float) -> None:
         """Insert a job read back from the binlog, in its recorded state."""
