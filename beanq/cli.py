@@ -31,6 +31,10 @@ Options:
  -v       show version information
  -V       increase verbosity
  -h       show this help
+
+Limits beyond beanstalkd (off by default):
+ --max-connections N  close new connections beyond N at once
+ --max-jobs N         answer put with OUT_OF_MEMORY while N jobs are held
 """
 
 
@@ -100,6 +104,16 @@ def parse_args(argv: Sequence[str], prog: str = "beanq") -> Config:
                     values["user"] = value
                 else:
                     values["binlog_dir"] = value
+            elif flag == "-" and arg[2:].partition("=")[0] in ("max-connections", "max-jobs"):
+                name, eq, value = arg[2:].partition("=")
+                if not eq:
+                    if i >= len(args):
+                        _warn(prog, f"flag requires an argument: --{name}")
+                        raise _usage(prog, 5)
+                    value = args[i]
+                    i += 1
+                values[name.replace("-", "_")] = _size(prog, value)
+                break
             elif flag == "F":
                 values["fsync_ms"] = None
             elif flag in "cn":

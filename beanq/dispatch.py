@@ -72,6 +72,7 @@ class Hub:
         self.job_file = job_file
         self.can_put = can_put  # False when the binlog has no room for the job: OUT_OF_MEMORY
         self.draining = False
+        self.max_jobs: int | None = None  # optional cap on jobs held: OUT_OF_MEMORY beyond it
         self.connections: dict[Session, Connection] = {}
         self.dirty: list[Connection] = []  # connections with output since the last take_dirty
 
@@ -342,7 +343,9 @@ class Connection:
         if hub.draining:
             self._reply(p.DRAINING)
             return
-        if not hub.can_put(len(cmd.body)):
+        if (hub.max_jobs is not None and len(hub.engine.jobs) >= hub.max_jobs) or not hub.can_put(
+            len(cmd.body)
+        ):
             self._reply(p.OUT_OF_MEMORY)
             return
         job = hub.engine.put(self.session, cmd.pri, cmd.delay, cmd.ttr, cmd.body, now, job_id)

@@ -47,7 +47,7 @@ log = logging.getLogger("beanq")
 
 RECV_SIZE = 65536
 OUTPUT_HIGH_WATER = 1 << 20  # stop reading a client whose unsent replies exceed this
-HELD_HIGH_WATER = 10_000  # ... or that has this many commands queued behind a blocked reserve
+HELD_HIGH_WATER = 1_000  # ... or that has this many commands queued behind a blocked reserve
 ACCEPT_BATCH = 64
 ACCEPT_RETRY = 0.1  # seconds to stop accepting after EMFILE/ENFILE
 SD_LISTEN_FDS_START = 3
@@ -64,6 +64,8 @@ class Config(NamedTuple):
     segment_size: int = 10 << 20
     user: str | None = None
     verbose: int = 0
+    max_connections: int | None = None  # beyond beanstalkd: close connections past this many
+    max_jobs: int | None = None  # beyond beanstalkd: put answers OUT_OF_MEMORY at this many jobs
 
 
 class StartupError(Exception):
@@ -231,6 +233,8 @@ class EpollLoop:
         self._by_conn: dict[Connection, _Client] = {}
         self._accept_paused_until: float | None = None
         self._accept_warned = False
+        self.max_connections: int | None = None
+        self._refused_warned = False
 
     def close(self) -> None:
         now = self.clock()
@@ -425,6 +429,10 @@ class EpollLoop:
                 elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
                     log.warning("accept(): %s", exc.strerror)
                 return
+            if self.max_connections is not None and len(self.clients) >= self.max_connections:
+                sock.close()
+                self._refuse(now)
+                continue
             sock.setblocking(False)
             conn = self.hub.open()
             client = _Client(sock, conn)
@@ -433,6 +441,13 @@ class EpollLoop:
             self.epoll.register(client.fd, client.mask)
             self._accept_warned = False
             log.info("accept %d", client.fd)
+
+    def _refuse(self, now: float) -> None:
+        if not self._refused_warned:
+            log.warning(
+                "connection limit (%d) reached; closing new connections", self.max_connections
+            )
+            self._refused_warned = True
 
     def _pause_accepting(self, now: float, exc: OSError) -> None:
         """Out of descriptors: stop accepting for a moment rather than spin on the listener.
@@ -492,12 +507,29 @@ def open_journal(config: Config, engine: Engine) -> Journal | None:
     return journal
 
 
+def raise_fd_limit() -> int:
+    """Raise the soft descriptor limit to the hard one: each client costs a descriptor, and
+    10,000 idle clients are a normal day for a shared queue."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the descriptor limit from %d: %s", soft, exc)
+    log.info("descriptor limit %d", soft)
+    return soft
+
+
 def run(config: Config, listener: socket.socket) -> None:
     """Serve until SIGTERM or SIGINT. Serving starts at once; trio joins when imported."""
+    raise_fd_limit()
     engine = Engine(time.monotonic())
     journal = open_journal(config, engine)
     hub = make_hub(config, engine, journal)
+    hub.max_jobs = config.max_jobs
     loop = EpollLoop(listener, hub, journal=journal, sync_before_reply=config.fsync_ms == 0)
+    loop.max_connections = config.max_connections
     stop = _bootstrap(loop)
     if stop:
         loop.close()

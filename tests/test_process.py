@@ -204,3 +204,58 @@ def test_only_server_imports_trio_and_sockets() -> None:
         source = path.read_text()
         assert "import trio" not in source, path
         assert "import socket" not in source, path
+
+
+def test_optional_limits_bound_connections_and_jobs() -> None:
+    with spawn_beanq("--max-connections", "2", "--max-jobs=1") as (host, port, _proc):
+        a = socket.create_connection((host, port))
+        b = socket.create_connection((host, port))
+        assert ask(a, b"put 0 0 1 1\r\nx\r\n").word == "INSERTED"
+        assert ask(b, b"put 0 0 1 1\r\ny\r\n") == p.Reply("OUT_OF_MEMORY")
+        with socket.create_connection((host, port)) as c:
+            c.settimeout(5)
+            assert c.recv(10) == b""  # over the limit: closed at once
+        assert ask(a, b"delete 1\r\n") == p.Reply("DELETED")
+        assert ask(b, b"put 0 0 1 1\r\ny\r\n").word == "INSERTED"
+        a.close()
+        b.close()
+
+
+def test_descriptor_exhaustion_is_survived() -> None:
+    """With a tiny RLIMIT_NOFILE, accepts fail; beanq logs once, pauses accepting, keeps
+    serving the connections it has, and accepts again when descriptors come back."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (24, 24))
+
+    port = free_port()
+    proc = subprocess.Popen([*BEANQ, "-p", str(port)], stderr=subprocess.PIPE, preexec_fn=limit)
+    try:
+        first = None
+        deadline = time.monotonic() + 10
+        while first is None:
+            try:
+                first = socket.create_connection(("127.0.0.1", port), timeout=1)
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        assert ask(first, b"list-tube-used\r\n").word == "USING"
+        time.sleep(0.5)  # start-up finished: trio holds the few descriptors it needs
+        extra = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+        time.sleep(0.5)
+        assert ask(first, b"put 0 0 1 1\r\nx\r\n").word == "INSERTED"
+        for sock in extra:
+            sock.close()
+        time.sleep(0.5)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as late:
+            assert ask(late, b"peek 1\r\n").word == "FOUND"
+        first.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        assert proc.stderr is not None
+        log = proc.stderr.read().decode()
+        proc.stderr.close()
+    assert log.count("pausing accepts") >= 1
+    assert log.count("pausing accepts") < 20  # once per burst, not once per attempt
