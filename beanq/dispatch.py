@@ -260,8 +260,12 @@ class Connection:
         if self.blocked or self._pending or self.closing:
             self._pending.extend(events)
             return
+        handlers = _HANDLERS
         for i, event in enumerate(events):
-            self._handle(event, now)
+            try:
+                handlers[type(event)](self, event, now)
+            except Exception:
+                self._internal_error(event)
             if self.blocked or self.closing:
                 self._pending.extend(events[i + 1 :])
                 return
@@ -306,8 +310,7 @@ class Connection:
         self.out.append(data)
 
     def _count(self, name: str) -> None:
-        commands = self.hub.engine.commands
-        commands[name] = commands.get(name, 0) + 1
+        self.hub.engine.commands[name] += 1
 
     # --- commands --------------------------------------------------------------------------
 
@@ -315,9 +318,12 @@ class Connection:
         try:
             _HANDLERS[type(event)](self, event, now)
         except Exception:
-            # A bug must cost one reply, not the server: log it and keep the connection.
-            log.exception("internal error handling %r", event)
-            self._reply(p.INTERNAL_ERROR)
+            self._internal_error(event)
+
+    def _internal_error(self, event: p.Event) -> None:
+        """A bug must cost one reply, not the server: log it and keep the connection."""
+        log.exception("internal error handling %r", event)
+        self._reply(p.INTERNAL_ERROR)
 
     def _put_start(self, event: p.PutStarted, now: float) -> None:
         self._count("put")

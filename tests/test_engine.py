@@ -403,3 +403,23 @@ def test_stale_heap_entries_do_not_accumulate() -> None:
         assert e.kick_job(job.id, 0.0)
     e.tick(1.0)
     assert len(e.timers) < 100
+
+
+def test_deadline_checks_do_not_scan_every_held_job() -> None:
+    """A worker holding thousands of jobs: each reserve looks at the soonest deadline through
+    a heap, and the heap stays proportional to what is held."""
+    e = Engine(0.0)
+    s = e.connect()
+    for _ in range(3000):
+        e.put(s, 0, 0, 100, b"x", 0.0)
+    held = []
+    for i in range(3000):
+        job = e.reserve(s, 0, float(i) / 1000)
+        assert isinstance(job, Job)
+        held.append(job)
+    for job in held:
+        assert e.touch(s, job.id, 1.0)
+    for job in held[:2900]:
+        assert e.delete(s, job.id)
+        assert e.reserve(s, 0, 2.0) is Notice.TIMED_OUT
+    assert len(s.deadlines) <= 2 * len(s.reserved) + 17
