@@ -18,7 +18,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check beanq client tests bench
 	$(BIN)/ruff format --check beanq client tests bench
-	$(BIN)/mypy --strict beanq client/beanq_client
+	$(BIN)/mypy --strict beanq client/beanq_client bench
 
 format: $(STAMP)
 	$(BIN)/ruff format beanq client tests bench
