@@ -345,7 +345,11 @@ class Connection:
 
     def _put(self, cmd: p.Put, now: float) -> None:
         hub = self.hub
-        job_id = self._take_put_id()
+        if self._put_started or not self.session.is_producer:
+            job_id = self._take_put_id()
+        else:  # the common case, inlined: a producer's put whose body came with its line
+            hub.engine.commands["put"] += 1
+            job_id = hub.engine.allocate_id()
         if hub.draining:
             self._reply(p.DRAINING)
             return

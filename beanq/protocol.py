@@ -303,7 +303,9 @@ class CommandReader:
                     # CRLF, then answer BAD_FORMAT.
                     self._state = _Need.DISCARD_LINE
                     continue
-                event = self._parse_line(bytes(buf[pos:eol]))
+                line = bytes(buf[pos:eol])
+                # Most lines are well-formed puts: split them without the general parser.
+                event = self._fast_put(line) if line[:4] == b"put " else self._parse_line(line)
                 pos = eol + 2
                 if event is not None:
                     events.append(event)
@@ -409,11 +411,22 @@ class CommandReader:
             return Invalid(BAD_FORMAT)  # e.g. "stats x", "reserve 5"
         return Invalid(UNKNOWN_COMMAND)
 
+    def _fast_put(self, line: bytes) -> Event | None:
+        """``put`` with single spaces and four plain numbers; anything else goes the long way."""
+        parts = line[4:].split(b" ")
+        if len(parts) == 4:
+            pri, delay, ttr, size = parts
+            if pri.isdigit() and delay.isdigit() and ttr.isdigit() and size.isdigit():
+                return self._start_put(int(pri), int(delay), int(ttr), int(size), b"")
+        return self._parse_line(line)
+
     def _parse_put(self, rest: bytes) -> Event | None:
         m = _PUT_ARGS.match(rest)
         if m is None:
             return Invalid(BAD_FORMAT)
-        pri, delay, ttr, size = int(m[1]), int(m[2]), int(m[3]), int(m[4])
+        return self._start_put(int(m[1]), int(m[2]), int(m[3]), int(m[4]), m[5])
+
+    def _start_put(self, pri: int, delay: int, ttr: int, size: int, junk: bytes) -> Event | None:
         if pri > U32_MAX or delay > U32_MAX or ttr > U32_MAX or size > U32_MAX:
             return Invalid(BAD_FORMAT)
         if size > self._max_job_size:
@@ -421,7 +434,7 @@ class CommandReader:
             self._state = _Need.DISCARD_BODY
             self._discard = size + 2
             return None
-        if m[5]:
+        if junk:
             return Invalid(BAD_FORMAT, "put")
         self._pending_put = Put(pri, delay, ttr, b"")
         self._body_size = size

@@ -302,12 +302,18 @@ class EpollLoop:
             return
         if data:
             conn.receive(data, now)
-            if conn.held > HELD_HIGH_WATER:
+            if conn.blocked and conn.held > HELD_HIGH_WATER:
                 self._set_mask(client, client.mask & ~select.EPOLLIN)
         else:
             conn.receive_eof(now)
             self._set_mask(client, client.mask & ~_READ)
-        if conn.finished and not conn.out and not client.wbuf and not self._is_held(client):
+        if (
+            (conn.closing or conn.eof)
+            and conn.finished
+            and not conn.out
+            and not client.wbuf
+            and not self._is_held(client)
+        ):
             self._drop(client, now)
 
     def _flush_dirty(self, now: float) -> None:
@@ -327,7 +333,12 @@ class EpollLoop:
                     held.append((client, data))
                     continue
                 self._send(client, data)
-                if conn.finished and not client.wbuf and client.fd in self.clients:
+                if (
+                    (conn.closing or conn.eof)
+                    and conn.finished
+                    and not client.wbuf
+                    and client.fd in self.clients
+                ):
                     self._drop(client, now)
             hub.deliver(now)
         self._journal_changes(now)
