@@ -1,0 +1,249 @@
+"""Every command as a request value: the bytes to send and how to read the reply.
+
+This is the sans-IO half of the client, shared by the blocking and the trio client, which only
+move bytes. Encoding is ``beanq.protocol``'s; this module adds what a reply means for each
+command (``BURIED`` is success for ``bury`` and an error for ``put``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Final, Generic, TypeVar
+
+import attrs
+
+from beanq import protocol
+from beanq.protocol import Reply
+from beanq_client import stats as _stats
+from beanq_client.errors import ERRORS, UnexpectedReplyError, error_from_reply
+
+R = TypeVar("R")
+
+
+@attrs.frozen
+class Request(Generic[R]):
+    """``wait`` is how long the server may legitimately hold the reply back: 0 for ordinary
+    commands, the timeout of ``reserve-with-timeout``, None for a plain ``reserve``."""
+
+    data: bytes
+    parse: Callable[[Reply], R]
+    wait: float | None = 0.0
+
+    @property
+    def holds_jobs(self) -> bool:
+        """A reply that can hand this connection a reservation (``reserve``, ``reserve-job``);
+        losing track of one would leave a job reserved by nobody until its TTR runs out."""
+        return self.data.startswith(b"reserve")
+
+
+def _expect(reply: Reply, word: str, nargs: int) -> tuple[str, ...]:
+    if reply.word != word:
+        raise error_from_reply(reply, word)
+    if len(reply.args) != nargs:
+        raise UnexpectedReplyError(reply, f"{word} with {nargs} arguments")
+    return reply.args
+
+
+def _number(reply: Reply, text: str) -> int:
+    if not text.isdigit():
+        raise UnexpectedReplyError(reply, "a number")
+    return int(text)
+
+
+def _unit(word: str) -> Callable[[Reply], None]:
+    def parse(reply: Reply) -> None:
+        _expect(reply, word, 0)
+
+    return parse
+
+
+def _counted(word: str) -> Callable[[Reply], int]:
+    def parse(reply: Reply) -> int:
+        (count,) = _expect(reply, word, 1)
+        return _number(reply, count)
+
+    return parse
+
+
+def _job(word: str) -> Callable[[Reply], tuple[int, bytes]]:
+    def parse(reply: Reply) -> tuple[int, bytes]:
+        id_text, _size = _expect(reply, word, 2)
+        assert reply.body is not None  # ReplyReader frames RESERVED/FOUND bodies
+        return _number(reply, id_text), reply.body
+
+    return parse
+
+
+def _ok(reply: Reply) -> bytes:
+    _expect(reply, "OK", 1)
+    assert reply.body is not None
+    return reply.body
+
+
+def _using(reply: Reply) -> str:
+    (name,) = _expect(reply, "USING", 1)
+    return name
+
+
+_DELETED: Final = _unit("DELETED")
+_RELEASED: Final = _unit("RELEASED")
+_BURIED: Final = _unit("BURIED")
+_TOUCHED: Final = _unit("TOUCHED")
+_PAUSED: Final = _unit("PAUSED")
+_KICKED_JOB: Final = _unit("KICKED")
+_INSERTED: Final = _counted("INSERTED")
+_WATCHING: Final = _counted("WATCHING")
+_KICKED: Final = _counted("KICKED")
+_RESERVED: Final = _job("RESERVED")
+_FOUND: Final = _job("FOUND")
+
+
+def put(body: bytes, priority: int, delay: int, ttr: int) -> Request[int]:
+    return Request(protocol.encode_put(body, priority, delay, ttr), _INSERTED)
+
+
+def reserve(timeout: float | None) -> Request[tuple[int, bytes]]:
+    """A fractional timeout is rounded up: the protocol counts whole seconds, and waiting a
+    little longer is safer than polling with zero."""
+    if timeout is None:
+        return Request(protocol.encode_reserve(None), _RESERVED, wait=None)
+    if timeout < 0:
+        raise ValueError("timeout must not be negative")
+    seconds = math.ceil(timeout)
+    return Request(protocol.encode_reserve(seconds), _RESERVED, wait=float(seconds))
+
+
+def reserve_job(job_id: int) -> Request[tuple[int, bytes]]:
+    return Request(protocol.encode_job_command("reserve-job", job_id), _RESERVED)
+
+
+def delete(job_id: int) -> Request[None]:
+    return Request(protocol.encode_job_command("delete", job_id), _DELETED)
+
+
+def release(job_id: int, priority: int, delay: int) -> Request[None]:
+    return Request(protocol.encode_release(job_id, priority, delay), _RELEASED)
+
+
+def bury(job_id: int, priority: int) -> Request[None]:
+    return Request(protocol.encode_bury(job_id, priority), _BURIED)
+
+
+def touch(job_id: int) -> Request[None]:
+    return Request(protocol.encode_job_command("touch", job_id), _TOUCHED)
+
+
+def use(tube: str) -> Request[str]:
+    return Request(protocol.encode_tube_command("use", tube), _using)
+
+
+def watch(tube: str) -> Request[int]:
+    return Request(protocol.encode_tube_command("watch", tube), _WATCHING)
+
+
+def ignore(tube: str) -> Request[int]:
+    return Request(protocol.encode_tube_command("ignore", tube), _WATCHING)
+
+
+def peek(job_id: int) -> Request[tuple[int, bytes]]:
+    return Request(protocol.encode_job_command("peek", job_id), _FOUND)
+
+
+def peek_state(state: str) -> Request[tuple[int, bytes]]:
+    """``state``: ready, delayed or buried."""
+    return Request(protocol.encode_simple(f"peek-{state}"), _FOUND)
+
+
+def kick(bound: int) -> Request[int]:
+    return Request(protocol.encode_kick(bound), _KICKED)
+
+
+def kick_job(job_id: int) -> Request[None]:
+    return Request(protocol.encode_job_command("kick-job", job_id), _KICKED_JOB)
+
+
+def stats() -> Request[_stats.ServerStats]:
+    return Request(protocol.encode_simple("stats"), lambda r: _stats.parse_server_stats(_ok(r)))
+
+
+def stats_tube(tube: str) -> Request[_stats.TubeStats]:
+    return Request(
+        protocol.encode_tube_command("stats-tube", tube),
+        lambda r: _stats.parse_tube_stats(_ok(r)),
+    )
+
+
+def stats_job(job_id: int) -> Request[_stats.JobStats]:
+    return Request(
+        protocol.encode_job_command("stats-job", job_id),
+        lambda r: _stats.parse_job_stats(_ok(r)),
+    )
+
+
+def list_tubes() -> Request[list[str]]:
+    return Request(protocol.encode_simple("list-tubes"), lambda r: _stats.parse_list(_ok(r)))
+
+
+def list_tubes_watched() -> Request[list[str]]:
+    return Request(
+        protocol.encode_simple("list-tubes-watched"), lambda r: _stats.parse_list(_ok(r))
+    )
+
+
+def list_tube_used() -> Request[str]:
+    return Request(protocol.encode_simple("list-tube-used"), _using)
+
+
+def pause_tube(tube: str, delay: int) -> Request[None]:
+    return Request(protocol.encode_pause_tube(tube, delay), _PAUSED)
+
+
+def raw(data: bytes) -> Request[Reply]:
+    """Bytes sent as they are; the reply comes back unparsed, but an error reply still raises
+    its typed exception. For server extensions and for tests of malformed input."""
+
+    def parse(reply: Reply) -> Reply:
+        if reply.word in _ERROR_WORDS:
+            raise error_from_reply(reply, "a success reply")
+        return reply
+
+    return Request(data, parse)
+
+
+_ERROR_WORDS: Final = frozenset(ERRORS) - {"BURIED"}  # BURIED is success for bury
+
+
+@attrs.define
+class TubeState:
+    """The tubes a connection uses and watches, as last confirmed by the server; replayed on a
+    new connection after a reconnect."""
+
+    using: str = "default"
+    watching: list[str] = attrs.Factory(lambda: ["default"])
+
+    @classmethod
+    def starting_at(cls, tube: str | None) -> TubeState:
+        if tube is None or tube == "default":
+            return cls()
+        return cls(using=tube, watching=[tube])
+
+    def watched(self, tube: str) -> None:
+        if tube not in self.watching:
+            self.watching.append(tube)
+
+    def ignored(self, tube: str) -> None:
+        if tube in self.watching:
+            self.watching.remove(tube)
+
+    def restore(self) -> list[Request[Any]]:
+        """Commands that bring a fresh connection (using and watching ``default``) here."""
+        requests: list[Request[Any]] = []
+        if self.using != "default":
+            requests.append(use(self.using))
+        for tube in self.watching:
+            if tube != "default":
+                requests.append(watch(tube))
+        if "default" not in self.watching:
+            requests.append(ignore("default"))
+        return requests
