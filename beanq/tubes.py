@@ -35,6 +35,7 @@ import collections
 import enum
 import heapq
 import itertools
+import operator
 from collections import OrderedDict
 from typing import Final
 
@@ -409,59 +410,56 @@ class Engine:
         """Insert jobs read back from the binlog, all of tube ``tube_name``, as recorded.
 
         Each job comes with its id, priority, delay, TTR, body, counters, ``created`` and, if
-        delayed, ``deadline`` (both on ``now``'s clock) already set. Reserved jobs come back
-        ready, and so do delayed jobs whose deadline has passed; buried jobs join the buried
-        queue in the order given. The heaps are rebuilt once per call rather than pushed once
-        per job, so a replay of a million jobs is one linear pass. Tube and server counters
-        other than the current-jobs ones start from zero, as after a beanstalkd restart."""
+        delayed, ``deadline`` (both on ``now``'s clock) already set, and no reserver. Reserved
+        jobs come back ready, and so do delayed jobs whose deadline has passed; buried jobs
+        join the buried queue in the order given. Tube and server counters other than the
+        current-jobs ones start from zero, as after a beanstalkd restart.
+
+        A replay hands over millions of jobs at once, so this works a list at a time (the
+        per-job steps run in C: ``map``, ``zip``, ``setattr``) and builds each heap once."""
         tube = self._tube(tube_name)
         tube.refs += len(jobs)
-        table = self.jobs
-        ready = tube.ready
-        delayed = tube.delayed
-        buried = tube.buried
-        timers = self.timers
-        n_ready = n_urgent = n_delayed = n_buried = 0
-        top = self.next_id - 1
-        for job in jobs:
-            jid = job.id
-            job.tube = tube
-            job.reserver = None
-            table[jid] = job
-            if jid > top:
-                top = jid
-            state = job.state
-            if state is State.BURIED:
-                job.entry = None
-                buried[jid] = job
-                n_buried += 1
-            elif state is State.DELAYED and job.deadline > now:
-                entry: tuple[float, int, Job] = (job.deadline, jid, job)
-                job.entry = entry
-                delayed.append(entry)
-                timers.append(entry)
-                n_delayed += 1
-            else:
-                job.state = State.READY
-                ready_entry = (job.pri, jid, job)
-                job.entry = ready_entry
-                ready.append(ready_entry)
-                n_ready += 1
-                if job.pri < URGENT_THRESHOLD:
-                    n_urgent += 1
-        heapq.heapify(ready)
-        if n_delayed:
-            heapq.heapify(delayed)
-            heapq.heapify(timers)
-        self.next_id = top + 1
-        tube.ready_count += n_ready
-        tube.urgent_count += n_urgent
-        tube.delayed_count += n_delayed
-        self.ready_count += n_ready
-        self.urgent_count += n_urgent
-        self.delayed_count += n_delayed
-        self.buried_count += n_buried
-        if n_ready and len(tube.waiting) and tube.paused_until is None:
+        if not jobs:
+            return
+        id_of = operator.attrgetter("id")
+        each = itertools.repeat
+        ready_jobs = jobs
+        if set(map(operator.attrgetter("state"), jobs)) != {State.READY}:
+            ready_jobs, delayed_jobs = [], []
+            for job in jobs:
+                if job.state is State.BURIED:
+                    job.entry = None
+                    tube.buried[job.id] = job
+                    self.buried_count += 1
+                elif job.state is State.DELAYED and job.deadline > now:
+                    delayed_jobs.append(job)
+                else:
+                    job.state = State.READY
+                    ready_jobs.append(job)
+            deadlines = map(operator.attrgetter("deadline"), delayed_jobs)
+            timed = list(zip(deadlines, map(id_of, delayed_jobs), delayed_jobs, strict=True))
+            collections.deque(map(setattr, delayed_jobs, each("entry"), timed), 0)
+            tube.delayed.extend(timed)
+            heapq.heapify(tube.delayed)
+            self.timers.extend(timed)
+            heapq.heapify(self.timers)
+            tube.delayed_count += len(timed)
+            self.delayed_count += len(timed)
+        collections.deque(map(setattr, jobs, each("tube"), each(tube)), 0)
+        ids = list(map(id_of, jobs))
+        self.jobs.update(zip(ids, jobs, strict=True))
+        self.next_id = max(self.next_id, max(ids) + 1)
+        pris = list(map(operator.attrgetter("pri"), ready_jobs))
+        entries = list(zip(pris, map(id_of, ready_jobs), ready_jobs, strict=True))
+        collections.deque(map(setattr, ready_jobs, each("entry"), entries), 0)
+        tube.ready.extend(entries)
+        heapq.heapify(tube.ready)
+        urgent = sum(map(URGENT_THRESHOLD.__gt__, pris))
+        tube.ready_count += len(entries)
+        tube.urgent_count += urgent
+        self.ready_count += len(entries)
+        self.urgent_count += urgent
+        if entries and len(tube.waiting) and tube.paused_until is None:
             self._hot[tube] = None
             self._process_queue(now)
 
