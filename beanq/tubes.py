@@ -316,10 +316,16 @@ class Engine:
             self._unreserve(s, job)
             self._make_ready(job)
             self.changes.append(job)
-        for tube in s.watch:
+        # beanstalkd empties the watch list by removing its first item again and again, each
+        # time moving the last into the hole; tubes freed here leave list-tubes in that order.
+        watch = s.watch
+        while watch:
+            tube = watch[0]
+            last = watch.pop()
+            if last is not tube:
+                watch[0] = last
             tube.watching -= 1
             self._unref(tube)
-        s.watch = []
         s.use.using -= 1
         self._unref(s.use)
         self._process_queue(now)

@@ -423,3 +423,17 @@ def test_deadline_checks_do_not_scan_every_held_job() -> None:
         assert e.delete(s, job.id)
         assert e.reserve(s, 0, 2.0) is Notice.TIMED_OUT
     assert len(s.deadlines) <= 2 * len(s.reserved) + 17
+
+
+def test_closing_a_connection_frees_its_tubes_in_beanstalkd_order() -> None:
+    e = Engine(0.0)
+    x, y = e.connect(), e.connect()
+    for name in (b"t1", b"t2"):
+        e.watch(x, name)
+    e.use(x, b"t3")
+    for name in (b"t4", b"t5"):
+        e.watch(y, name)
+    e.use(y, b"t6")
+    e.disconnect(x, 0.0)
+    # x frees default (kept), t2, t1, then t3; each free moves the last tube into its place
+    assert [t.name for t in e.tube_order] == [b"default", b"t5", b"t6", b"t4"]
