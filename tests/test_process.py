@@ -259,3 +259,19 @@ def test_descriptor_exhaustion_is_survived() -> None:
         proc.stderr.close()
     assert log.count("pausing accepts") >= 1
     assert log.count("pausing accepts") < 20  # once per burst, not once per attempt
+
+
+def test_sigterm_after_a_holder_quit_still_exits_promptly() -> None:
+    with spawn_beanq() as (host, port, proc):
+        holder = socket.create_connection((host, port))
+        waiter = socket.create_connection((host, port))
+        assert ask(holder, b"put 0 0 100 1\r\nx\r\n").word == "INSERTED"
+        assert ask(holder, b"reserve\r\n").word == "RESERVED"
+        waiter.sendall(b"reserve\r\n")
+        holder.sendall(b"quit\r\n")
+        waiter.settimeout(5)
+        assert waiter.recv(100).startswith(b"RESERVED 1 1")
+        holder.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+        waiter.close()
