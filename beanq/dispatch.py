@@ -72,6 +72,9 @@ class Hub:
         self.job_file = job_file
         self.can_put = can_put  # False when the binlog has no room for the job: OUT_OF_MEMORY
         self.draining = False
+        # A connection stops answering once this many reply bytes wait to be sent; the rest of
+        # its commands wait until the server says the socket has drained (slow readers).
+        self.output_limit = 1 << 20
         self.max_jobs: int | None = None  # optional cap on jobs held: OUT_OF_MEMORY beyond it
         self.connections: dict[Session, Connection] = {}
         self.dirty: list[Connection] = []  # connections with output since the last take_dirty
@@ -226,6 +229,7 @@ class Connection:
     """One client's conversation: bytes in, replies out, in order."""
 
     __slots__ = (
+        "_out_bytes",
         "_pending",
         "_put_id",
         "_put_started",
@@ -247,6 +251,7 @@ class Connection:
         self.blocked = False  # in a reserve that waits
         self.closing = False  # quit was received: close once the output is sent
         self.eof = False  # the client shut down its sending side
+        self._out_bytes = 0  # reply bytes produced since the socket last drained
         self._put_started = False  # a PutStarted was handled; its put is still to come
         self._put_id: int | None = None  # the id beanstalkd would have given that put
 
@@ -257,18 +262,30 @@ class Connection:
 
     def receive(self, data: bytes, now: float) -> None:
         events = self.reader.feed(data)
-        if self.blocked or self._pending or self.closing:
+        if self.blocked or self._pending or self.closing or self.throttled:
             self._pending.extend(events)
             return
         handlers = _HANDLERS
+        limit = self.hub.output_limit
         for i, event in enumerate(events):
             try:
                 handlers[type(event)](self, event, now)
             except Exception:
                 self._internal_error(event)
-            if self.blocked or self.closing:
+            if self.blocked or self.closing or self._out_bytes > limit:
                 self._pending.extend(events[i + 1 :])
                 return
+
+    @property
+    def throttled(self) -> bool:
+        """Too many replies wait to be sent: answer nothing more until ``drained``."""
+        return self._out_bytes > self.hub.output_limit
+
+    def drained(self, now: float) -> None:
+        """The server sent every reply so far: answer the commands that were held back."""
+        self._out_bytes = 0
+        if self._pending and not self.blocked:
+            self._run_pending(now)
 
     def receive_eof(self, now: float) -> None:
         """The client half-closed: a waiting reserve ends with TIMED_OUT (as in beanstalkd),
@@ -277,10 +294,15 @@ class Connection:
         if self.blocked and self.hub.engine.cancel_wait(self.session):
             self.wake(Notice.TIMED_OUT, now)
 
+    def peer_hung_up(self, now: float) -> None:
+        """The client hung up while its input is not being read: end a waiting reserve."""
+        if self.blocked and self.hub.engine.cancel_wait(self.session):
+            self.wake(Notice.TIMED_OUT, now)
+
     @property
     def finished(self) -> bool:
         """Nothing more will come from this connection: close it once ``out`` is sent."""
-        return self.closing or (self.eof and not self.blocked)
+        return self.closing or (self.eof and not self.blocked and not self._pending)
 
     def wake(self, notice: Job | Notice, now: float) -> None:
         self.blocked = False
@@ -292,7 +314,8 @@ class Connection:
 
     def _run_pending(self, now: float) -> None:
         pending = self._pending
-        while pending and not self.blocked and not self.closing:
+        limit = self.hub.output_limit
+        while pending and not self.blocked and not self.closing and self._out_bytes <= limit:
             self._handle(pending.popleft(), now)
         if self.blocked and self.eof and self.hub.engine.cancel_wait(self.session):
             self.wake(Notice.TIMED_OUT, now)
@@ -308,6 +331,7 @@ class Connection:
         if not self.out:
             self.hub.dirty.append(self)
         self.out.append(data)
+        self._out_bytes += len(data)
 
     def _count(self, name: str) -> None:
         self.hub.engine.commands[name] += 1

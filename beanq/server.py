@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
 import os
 import resource
@@ -190,6 +191,24 @@ def host_info() -> HostInfo:
     )
 
 
+MEMORY_CHECK_INTERVAL = 0.25
+BURST_JOBS = 20_000  # release memory once at least this many jobs are gone, and 7/8 of the peak
+
+
+def _malloc_trim() -> None:
+    """glibc keeps freed memory for reuse; malloc_trim hands it back. Elsewhere, nothing."""
+    import ctypes.util  # only here: it is needed after bursts, not at start-up
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
+
+
 # --- the epoll loop ----------------------------------------------------------------------------
 
 _READ = select.EPOLLIN | select.EPOLLRDHUP
@@ -235,6 +254,8 @@ class EpollLoop:
         self._accept_warned = False
         self.max_connections: int | None = None
         self._refused_warned = False
+        self._jobs_peak = 0
+        self._memory_checked = 0.0
 
     def close(self) -> None:
         now = self.clock()
@@ -252,9 +273,20 @@ class EpollLoop:
         """Run due timers; return when the loop must next wake up without input."""
         now = self.clock()
         hub = self.hub
-        when = hub.tick(now)
-        if hub.dirty or hub.engine.changes:
-            self._flush_dirty(now)
+        timers = hub.engine.timers
+        if timers and timers[0][0] <= now:
+            try:
+                when = hub.tick(now)
+            except Exception:
+                log.exception("internal error in timers")
+                when = now + 0.1
+            if hub.dirty or hub.engine.changes:
+                self._flush_dirty(now)
+        else:
+            when = timers[0][0] if timers else None  # (a stale entry just wakes us early)
+        if now - self._memory_checked >= MEMORY_CHECK_INTERVAL:
+            self._memory_checked = now
+            self._release_memory_after_bursts()
         resume = self._accept_paused_until
         if resume is not None:
             if resume <= now:
@@ -262,6 +294,21 @@ class EpollLoop:
             else:
                 when = resume if when is None else min(when, resume)
         return when
+
+    def _release_memory_after_bursts(self) -> None:
+        """Once a large burst of jobs has drained to an eighth of its peak, give the memory
+        back: shrink the job table, empty CPython's free lists, and ask malloc to return free
+        pages to the OS. Only then, because a full collection is slow with millions of jobs."""
+        engine = self.hub.engine
+        count = len(engine.jobs)
+        if count > self._jobs_peak:
+            self._jobs_peak = count
+        elif count * 8 < self._jobs_peak and self._jobs_peak - count >= BURST_JOBS:
+            engine.shrink()
+            gc.collect()
+            _malloc_trim()
+            log.info("released memory after a burst of %d jobs", self._jobs_peak)
+            self._jobs_peak = count
 
     def poll(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for socket events and handle them (bootstrap only)."""
@@ -283,16 +330,27 @@ class EpollLoop:
             client = clients.get(fd)
             if client is None:
                 continue
-            if mask & _WRITE:
-                self._send(client, b"")
-            if mask & (select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR):
-                self._read(client, now)
+            try:
+                if mask & _WRITE:
+                    self._send(client, b"")
+                if client.mask & select.EPOLLIN:
+                    if mask & (_READ | select.EPOLLHUP | select.EPOLLERR):
+                        self._read(client, now)
+                elif mask & (select.EPOLLHUP | select.EPOLLERR):
+                    self._drop(client, now)  # gone while we were not reading it
+                elif mask & select.EPOLLRDHUP:
+                    # hung up while blocked in reserve with commands held: TIMED_OUT, as
+                    # beanstalkd answers a waiting client that half-closes
+                    self._set_mask(client, client.mask & ~select.EPOLLRDHUP)
+                    client.conn.peer_hung_up(now)
+            except Exception:
+                # A bug must cost one connection, never the server.
+                log.exception("internal error on connection %d; closing it", fd)
+                self._drop(client, now)
         self._flush_dirty(now)
 
     def _read(self, client: _Client, now: float) -> None:
         conn = client.conn
-        if not client.mask & select.EPOLLIN:
-            return
         try:
             data = client.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -302,8 +360,10 @@ class EpollLoop:
             return
         if data:
             conn.receive(data, now)
-            if conn.blocked and conn.held > HELD_HIGH_WATER:
-                self._set_mask(client, client.mask & ~select.EPOLLIN)
+            if conn.held > HELD_HIGH_WATER:  # behind a blocked reserve, or a slow reader's
+                # stop reading; a blocked client still gets TIMED_OUT if it hangs up
+                hangup = select.EPOLLRDHUP if conn.blocked else 0
+                self._set_mask(client, (client.mask & ~_READ) | hangup)
         else:
             conn.receive_eof(now)
             self._set_mask(client, client.mask & ~_READ)
@@ -384,6 +444,7 @@ class EpollLoop:
                 conn = client.conn
                 if conn.finished and not conn.out and not client.wbuf:
                     self._drop(client, now)
+        self._flush_dirty(now)  # connections that drained may have answered more
 
     def sync_now(self) -> None:
         """Bootstrap-time group commit: fsync inline and release what waited for it."""
@@ -393,34 +454,38 @@ class EpollLoop:
             self.release(seq)
 
     def _send(self, client: _Client, data: bytes) -> None:
+        """Send what the socket takes; keep the rest, and stop reading a client whose unsent
+        replies pile up. When everything is out, the connection may answer what it held."""
         wbuf = client.wbuf
-        if wbuf:
-            wbuf += data
-            data = bytes(wbuf)
-            wbuf.clear()
-        if not data:
-            return
         try:
-            sent = client.sock.send(data)
+            if wbuf:
+                wbuf += data
+                del wbuf[: client.sock.send(wbuf)]
+            elif data:
+                sent = client.sock.send(data)
+                if sent < len(data):
+                    wbuf += memoryview(data)[sent:]
         except (BlockingIOError, InterruptedError):
-            sent = 0
+            if data and not wbuf:
+                wbuf += data
         except OSError:
             self._drop(client, self.clock())
             return
-        if sent < len(data):
-            wbuf += memoryview(data)[sent:]
+        conn = client.conn
+        if wbuf:
             mask = client.mask | _WRITE
             if len(wbuf) > OUTPUT_HIGH_WATER:
-                mask &= ~select.EPOLLIN  # a client that does not read gets no more service
+                mask &= ~_READ  # a client that does not read gets no more service
             self._set_mask(client, mask)
-        elif client.mask & _WRITE or not client.mask & select.EPOLLIN:
-            conn = client.conn
+            return
+        if client.mask & _WRITE or not client.mask & select.EPOLLIN:
             mask = client.mask & ~_WRITE
             if not conn.eof and conn.held <= HELD_HIGH_WATER:
-                mask |= select.EPOLLIN
+                mask |= _READ
             self._set_mask(client, mask)
-            if conn.finished and not conn.out and not self._is_held(client):
-                self._drop(client, self.clock())
+        conn.drained(self.clock())
+        if conn.finished and not conn.out and not self._is_held(client):
+            self._drop(client, self.clock())
 
     def _is_held(self, client: _Client) -> bool:
         return any(c is client for _, group in self._held for c, _ in group)
@@ -544,17 +609,18 @@ def run(config: Config, listener: socket.socket) -> None:
     loop = EpollLoop(listener, hub, journal=journal, sync_before_reply=config.fsync_ms == 0)
     loop.max_connections = config.max_connections
     stop = _bootstrap(loop)
-    if stop:
+    if stop.is_set():
         loop.close()
         return
     import trio
 
-    trio.run(_serve, loop, config.fsync_ms)
+    trio.run(_serve, loop, config.fsync_ms, stop)
 
 
-def _bootstrap(loop: EpollLoop) -> bool:
-    """Serve with a plain epoll wait while trio is imported on a helper thread.
-    Returns True if a signal asked the server to stop meanwhile."""
+def _bootstrap(loop: EpollLoop) -> threading.Event:
+    """Serve with a plain epoll wait while trio is imported on a helper thread. Returns the
+    event that the start-up signal handler sets for SIGTERM/SIGINT: it stays installed until
+    trio's signal receiver replaces it, so the trio side checks it too."""
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -573,7 +639,7 @@ def _bootstrap(loop: EpollLoop) -> bool:
         timeout = 0.005 if when is None else min(0.005, max(0.0, when - loop.clock()))
         loop.poll(timeout)
         loop.sync_now()
-    return stop.is_set()
+    return stop
 
 
 def _import_trio() -> None:
@@ -586,11 +652,11 @@ def _enter_drain_mode(hub: Hub) -> None:
         log.info("entering drain mode")
 
 
-async def _serve(loop: EpollLoop, fsync_ms: int | None) -> None:
+async def _serve(loop: EpollLoop, fsync_ms: int | None, stop: threading.Event) -> None:
     import trio
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_handle_signals, loop.hub, nursery.cancel_scope)
+        nursery.start_soon(_handle_signals, loop.hub, nursery.cancel_scope, stop)
         journal = loop.journal
         if journal is not None and fsync_ms == 0:
             nursery.start_soon(_group_commit, loop, journal)
@@ -603,10 +669,14 @@ async def _serve(loop: EpollLoop, fsync_ms: int | None) -> None:
             log.info("shut down")
 
 
-async def _handle_signals(hub: Hub, scope: trio.CancelScope) -> None:
+async def _handle_signals(hub: Hub, scope: trio.CancelScope, stop: threading.Event) -> None:
     import trio
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
+        if stop.is_set():  # a signal came between start-up and this receiver
+            log.info("got a stop signal during start-up, shutting down")
+            scope.cancel()
+            return
         async for signum in signals:
             if signum == signal.SIGUSR1:
                 _enter_drain_mode(hub)

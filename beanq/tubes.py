@@ -405,6 +405,11 @@ class Engine:
             self._process_queue(now)
         return job
 
+    def shrink(self) -> None:
+        """Rebuild the job table after a burst has drained: a dict never shrinks by itself,
+        and an emptied table of a million jobs still holds ~40 MB."""
+        self.jobs = dict(self.jobs)
+
     def allocate_id(self) -> int:
         """The id of the next job. beanstalkd makes a job as soon as it reads a put line, so a
         put that is then refused (EXPECTED_CRLF, DRAINING, no binlog room) still uses one up."""
@@ -412,8 +417,8 @@ class Engine:
         self.next_id += 1
         return job_id
 
-    def restore(self, tube_name: bytes, jobs: list[Job], now: float) -> None:
-        """Insert jobs read back from the binlog, all of tube ``tube_name``, as recorded.
+    def restore(self, tube_name: bytes, jobs: dict[int, Job], now: float) -> None:
+        """Insert jobs read back from the binlog (id -> job), all of tube ``tube_name``.
 
         Each job comes with its id, priority, delay, TTR, body, counters, ``created`` and, if
         delayed, ``deadline`` (both on ``now``'s clock) already set, and no reserver. Reserved
@@ -429,10 +434,11 @@ class Engine:
             return
         id_of = operator.attrgetter("id")
         each = itertools.repeat
-        ready_jobs = jobs
-        if set(map(operator.attrgetter("state"), jobs)) != {State.READY}:
+        everything = list(jobs.values())
+        ready_jobs = everything
+        if set(map(operator.attrgetter("state"), everything)) != {State.READY}:
             ready_jobs, delayed_jobs = [], []
-            for job in jobs:
+            for job in everything:
                 if job.state is State.BURIED:
                     job.entry = None
                     tube.buried[job.id] = job
@@ -451,12 +457,12 @@ class Engine:
             heapq.heapify(self.timers)
             tube.delayed_count += len(timed)
             self.delayed_count += len(timed)
-        collections.deque(map(setattr, jobs, each("tube"), each(tube)), 0)
-        ids = list(map(id_of, jobs))
-        self.jobs.update(zip(ids, jobs, strict=True))
-        self.next_id = max(self.next_id, max(ids) + 1)
+        collections.deque(map(setattr, everything, each("tube"), each(tube)), 0)
+        self.jobs.update(jobs)
+        self.next_id = max(self.next_id, max(jobs) + 1)
         pris = list(map(operator.attrgetter("pri"), ready_jobs))
-        entries = list(zip(pris, map(id_of, ready_jobs), ready_jobs, strict=True))
+        ids = jobs.keys() if ready_jobs is everything else map(id_of, ready_jobs)
+        entries = list(zip(pris, ids, ready_jobs, strict=True))
         collections.deque(map(setattr, ready_jobs, each("entry"), entries), 0)
         tube.ready.extend(entries)
         heapq.heapify(tube.ready)
@@ -663,7 +669,7 @@ class Engine:
                 self._unpause(item)
         if fired:
             self._process_queue(now)
-        self._compact_timers()
+            self._compact_timers()
         return timers[0][0] if timers else None
 
     def _promote(self, job: Job) -> None:
