@@ -87,6 +87,9 @@ class Journal(Protocol):
 
     def sync(self) -> None: ...
 
+    @property
+    def stalled(self) -> bool: ...
+
     def can_put(self, body_size: int) -> bool: ...
 
     def stats(self) -> BinlogStats: ...
@@ -428,6 +431,11 @@ class EpollLoop:
             return None
         return self._held[-1][1]
 
+    def retry_journal(self) -> None:
+        """Ask the binlog to write the records it had to queue."""
+        if self.journal is not None:
+            self.journal.write([], self.clock(), time.time())
+
     @property
     def holding(self) -> bool:
         return bool(self._held)
@@ -448,7 +456,7 @@ class EpollLoop:
 
     def sync_now(self) -> None:
         """Bootstrap-time group commit: fsync inline and release what waited for it."""
-        if self.journal is not None and self._held:
+        if self.journal is not None and self._held and not self.journal.stalled:
             seq = self.written_seq
             self.journal.sync()
             self.release(seq)
@@ -578,6 +586,7 @@ def open_journal(config: Config, engine: Engine) -> Journal | None:
             config.binlog_dir,
             segment_size=config.segment_size,
             max_job_size=config.max_job_size,
+            fsync=config.fsync_ms is not None,
         )
     except binlog.BinlogError as exc:
         raise StartupError(str(exc), exc.code) from exc
@@ -702,9 +711,16 @@ async def _group_commit(loop: EpollLoop, journal: Journal) -> None:
         await wake.wait()
         wake = trio.Event()
         while loop.holding:
+            if journal.stalled:
+                # Records the disk refused (full, failing) are queued in the binlog; replies
+                # that depend on them wait until a retry gets them written.
+                await trio.sleep(STALL_RETRY)
+                loop.retry_journal()
+                continue
             seq = loop.written_seq
             await trio.to_thread.run_sync(journal.sync)
-            loop.release(seq)
+            if not journal.stalled:
+                loop.release(seq)
 
 
 async def _periodic_sync(journal: Journal, period: float) -> None:
@@ -717,6 +733,7 @@ async def _periodic_sync(journal: Journal, period: float) -> None:
             await trio.to_thread.run_sync(journal.sync)
 
 
+STALL_RETRY = 0.1  # seconds between retries of binlog writes the disk refused
 CHECKPOINT_INTERVAL = 0.005  # how often the loop lets trio's other tasks run, at most
 
 

@@ -1,0 +1,1406 @@
+"""The binlog (``-b DIR``): every durable job change, on disk, replayed at start-up.
+
+Theory of operation
+-------------------
+This module is the only code that touches the binlog directory. The engine never writes: it
+lists in ``engine.changes`` every job whose durable state changed (put, reserve, release,
+bury, kick, delete, TTR expiry, delay promotion), and the server hands those lists to
+``Binlog.write`` (a ``pwrite``, no fsync) and calls ``Binlog.sync`` from a worker thread when
+its policy (``-f``/``-F``) says so. ``write`` and ``sync`` share a lock held only for
+bookkeeping, never across an fsync.
+
+Format. The directory holds ``binlog.N`` segment files, N increasing (beanstalkd's names, so
+``binlog-oldest-index`` and ``binlog-current-index`` mean what they mean there), and the
+``lock`` file that beanstalkd locks too. A segment starts with a 32-byte header (magic,
+version, CRC, then the highest job id and the next stamp when it was started), then *frames*,
+one per ``pwrite``: a 12-byte header (magic, length, CRC-32 of what follows) and records back
+to back. A record is an 80-byte little-endian header (magic, CRC-32 of the rest of the record,
+length, priority, id, stamp, delay deadline and creation time as wall-clock seconds, delay,
+TTR, the five counters, state, tube-name length), then, in a *full* record only, the tube name
+and the body. Every record holds the job's whole state. A job's first record is a full one;
+later changes are 80-byte *short* records; a deletion is a short record in state 0 (a
+*tombstone*). Full records are written again only by compaction.
+
+Order. A job's records reach the log in the order they happened (segments in order, records
+in file order, a rewrite after what it copies), so at replay the last record read for a job
+wins. Per live job the binlog remembers two segments: its *anchor* (its newest full record,
+where its body is) and its *latest* record; both are pinned. A tombstone must outlive every
+full record of its job, so its segment is also pinned by the segment of the job's anchor, and
+a segment that received rewritten records is pinned by the segments they were copied from. A
+segment with no pins is garbage: it is unlinked once the records that superseded it are on
+disk, by the next ``sync`` (and in order: a directory fsync comes before the pins it held on
+newer segments are released), or at once if the server never syncs (``fsync=False``, ``-F``).
+Stamps come from one counter that never goes back; a buried job's record keeps the stamp of
+its bury, even when rewritten, and buried jobs come back in stamp order: the bury order.
+
+Compaction. When the old segments that would not go by themselves hold more than twice the
+live data (each live job's full record, plus its latest record when that is apart), the oldest
+one holding live records is evacuated: its live jobs are rewritten as full records into the
+current segment, within a budget per ``write`` proportional to what the call wrote. The
+directory thus stays within about three times the live data plus the current segment, whatever
+the workload: a job released with a delay a million times (beanstalkd #622) leaves a full
+record and a few short ones; long-lived jobs among heavy churn get moved along.
+
+Space. Segments are preallocated (``posix_fallocate``) and written in place, so a write inside
+the preallocated room cannot fail for lack of space. The binlog owes room: the tombstone of
+every live job and the record of every put ``can_put`` accepted. The current segment always
+holds that much free preallocated room (it is grown, or the next segment is started, before a
+promise is made), so a put refused by ``can_put`` (OUT_OF_MEMORY) changes nothing, an accepted
+put is always written whole, and deletes always succeed. Other changes use the room left; when
+there is none (disk full), or a write fails, the jobs concerned stay queued in memory, the
+problem is logged (then every 10 s while it lasts), and every ``write`` retries them;
+``stalled`` is true meanwhile. A write that failed halfway is zeroed out before it is retried.
+
+Replay. Segments are read whole, in order. A frame whose CRC matches is applied without
+looking at record checksums (the fast path: one ``unpack_from`` and one ``Job`` per record, no
+lookup for a record about an id above every id seen so far). Any other bytes are *salvaged*:
+every record whose own magic, length and CRC hold is kept, each damaged run is reported on
+stderr as ``file:offset`` and skipped, and reading goes on after it and in later segments.
+Jobs go to the engine in one ``Engine.restore`` call per tube; the collector is off meanwhile
+and the result frozen (millions of objects, none of them garbage). Ids continue past the
+highest id in any record or segment header (the id of a job put and deleted before it was
+written is kept by a tombstone, so it is never handed out again).
+
+Migration. Files written by beanstalkd 1.12 (format 7) or 1.4.4 to 1.10 (format 5) are read by
+``beanq.binlog_v7``, which translates their records into beanq records in memory. They take
+part in replay and compaction as read-only segments: new records are written in beanq's
+format, and compaction rewrites the imported jobs into beanq segments until the beanstalkd
+files can be deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import gc
+import logging
+import os
+import re
+import struct
+import threading
+import time
+import zlib
+from collections import Counter
+from typing import Final, NamedTuple
+
+from beanq import binlog_v7
+from beanq.dispatch import BinlogStats
+from beanq.tubes import Engine, Job, State, Tube
+
+log = logging.getLogger("beanq")
+
+SEG_MAGIC: Final = b"BEANQSEG"
+SEG_VERSION: Final = 1
+SEG_HEADER: Final = struct.Struct("<8sIIQQ")  # magic, version, crc, max id, next stamp
+FRAME_MAGIC: Final = b"bqF\x01"
+FRAME: Final = struct.Struct("<4sII")  # magic, length of the records, crc32 of the records
+REC_MAGIC: Final = b"bqR\x01"
+# magic, crc, length, pri, id, stamp, deadline, created, delay, ttr,
+# reserves, timeouts, releases, buries, kicks, state, tube length, (pad)
+REC: Final = struct.Struct("<4sIIIQQddIIIIIIIBBH")
+REC_TAIL: Final = struct.Struct("<IIQQddIIIIIIIBBH")  # REC from `length` on: what the crc covers
+REC_BODY: Final = struct.Struct("<8xIIQQddIIIIIIIBB2x")  # REC without magic, crc and pad
+CRC: Final = struct.Struct("<I")
+HS: Final = REC.size  # 80: a short record, a tombstone, the header of a full record
+MAX_TUBE: Final = 200
+U32: Final = 0xFFFFFFFF
+LOW: Final = U32  # meta: anchor seq << 32 | latest seq
+NAME_RE: Final = re.compile(r"binlog\.([0-9]+)\Z")
+
+# On-disk states (beanstalkd's numbering, so translated records need no table)
+D_DELETED, D_READY, D_RESERVED, D_BURIED, D_DELAYED = range(5)
+
+# The slots _Replay.apply sets when it builds a Job without calling Job() (see there). If the
+# engine's Job changes, replay falls back to calling Job(), and a test says so.
+_JOB_SLOTS: Final = frozenset(
+    (
+        "body",
+        "buries",
+        "created",
+        "deadline",
+        "delay",
+        "entry",
+        "id",
+        "kicks",
+        "pri",
+        "releases",
+        "reserver",
+        "reserves",
+        "state",
+        "timeouts",
+        "ttr",
+        "tube",
+    )
+)
+_TO_DISK: Final = {
+    State.READY: D_READY,
+    State.RESERVED: D_RESERVED,
+    State.BURIED: D_BURIED,
+    State.DELAYED: D_DELAYED,
+    State.DELETED: D_DELETED,
+}
+_FROM_DISK: Final = (State.DELETED, State.READY, State.RESERVED, State.BURIED, State.DELAYED)
+
+DEL: Final = HS + FRAME.size  # room owed for a tombstone (alone in its frame, at worst)
+PAGE: Final = 4096
+EXTEND_STEP: Final = 64 << 10
+COMPACT_MIN: Final = 64 << 10  # bytes of live data compaction may rewrite per write() call
+RETRY_LOG_INTERVAL: Final = 10.0
+ROLL_RETRY: Final = 0.5  # seconds between attempts to create a segment after a failure
+
+
+class BinlogError(Exception):
+    """The binlog cannot be used; ``code`` is beanstalkd's exit status for the same failure."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Segment:
+    """One ``binlog.N`` file and the bookkeeping that decides when it can go."""
+
+    __slots__ = (
+        "cap",
+        "dead_at",
+        "dependents",
+        "fd",
+        "foreign",
+        "path",
+        "pins",
+        "refs",
+        "seq",
+        "used",
+    )
+
+    def __init__(self, seq: int, path: str, used: int, *, foreign: bool = False) -> None:
+        self.seq = seq
+        self.path = path
+        self.used = used  # bytes written (the end of the last frame)
+        self.cap = used  # bytes preallocated
+        self.fd = -1  # open only while current, or until fsynced after it stopped being current
+        self.foreign = foreign  # a beanstalkd file: read-only
+        self.refs = 0  # live jobs whose anchor or latest record is here (a job may count twice)
+        self.pins = 0  # reasons to outlive older segments (see Binlog._pin)
+        self.dependents: dict[int, int] = {}  # newer seq -> pins this segment holds on it
+        self.dead_at: int | None = None  # garbage since this write position
+
+    def __repr__(self) -> str:
+        return f"<Segment {self.seq} used={self.used} refs={self.refs} pins={self.pins}>"
+
+
+class _Batch:
+    """Records for the current segment, not yet written: one frame."""
+
+    __slots__ = ("effects", "parts", "released", "size", "written")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0  # bytes, frame header included once there is a record
+        self.released = 0  # owed room these records use up
+        self.effects: list[Effect] = []
+        self.written: set[int] = set()  # id() of the jobs whose records are written (all frames)
+
+    def add(self, parts: list[bytes], effect: Effect, released: int) -> None:
+        if not self.parts:
+            self.size = FRAME.size
+        self.parts.extend(parts)
+        self.size += effect[4]
+        self.released += released
+        self.effects.append(effect)
+
+
+# What a record does to the bookkeeping once written: (kind, id, job or None, stamp, size).
+Effect = tuple[int, int, "Job | None", int, int]
+
+
+# effect kinds
+_PUT, _PUT_RESERVED, _UPDATE, _TOMB, _REWRITE, _MARK = range(6)
+
+
+def _record(job: Job, stamp: int, offset: float, full: bool) -> list[bytes]:
+    """The parts of one record holding ``job``'s current state (``offset``: wall - engine)."""
+    state = job.state
+    if state is State.DELETED:
+        return _tombstone(job.id, stamp)
+    tube = job.tube.name if full else b""
+    body = job.body if full else b""
+    tail = REC_TAIL.pack(
+        HS + len(tube) + len(body),
+        job.pri,
+        job.id,
+        stamp,
+        job.deadline + offset if state is State.DELAYED else 0.0,
+        job.created + offset,
+        job.delay,
+        job.ttr,
+        job.reserves & U32,
+        job.timeouts & U32,
+        job.releases & U32,
+        job.buries & U32,
+        job.kicks & U32,
+        _TO_DISK[state],
+        len(tube),
+        0,
+    )
+    crc = zlib.crc32(tail)
+    if full:
+        crc = zlib.crc32(body, zlib.crc32(tube, crc))
+        return [REC_MAGIC, CRC.pack(crc), tail, tube, body]
+    return [REC_MAGIC, CRC.pack(crc), tail]
+
+
+def _tombstone(jid: int, stamp: int) -> list[bytes]:
+    tail = REC_TAIL.pack(HS, 0, jid, stamp, 0.0, 0.0, 0, 0, 0, 0, 0, 0, 0, D_DELETED, 0, 0)
+    return [REC_MAGIC, CRC.pack(zlib.crc32(tail)), tail]
+
+
+# --- reading segments ----------------------------------------------------------------------
+
+
+class _Scan(NamedTuple):
+    """What a segment file holds: record ranges to apply, where the data ends, and more."""
+
+    ranges: list[tuple[bytes, int, int]]  # (buffer, start, end) of records, in file order
+    end: int  # offset just past the last intact frame or record
+    zero_tail: bool  # only zeros (preallocated room) follow `end`
+    max_id: int
+    next_stamp: int
+
+
+def _header(max_id: int, next_stamp: int) -> bytes:
+    crc = zlib.crc32(SEG_HEADER.pack(SEG_MAGIC, SEG_VERSION, 0, max_id, next_stamp))
+    return SEG_HEADER.pack(SEG_MAGIC, SEG_VERSION, crc, max_id, next_stamp)
+
+
+def _read_header(buf: bytes) -> tuple[int, int] | None:
+    if len(buf) < SEG_HEADER.size:
+        return None
+    magic, version, crc, max_id, next_stamp = SEG_HEADER.unpack_from(buf)
+    if magic != SEG_MAGIC or version != SEG_VERSION:
+        return None
+    if zlib.crc32(SEG_HEADER.pack(magic, version, 0, max_id, next_stamp)) != crc:
+        return None
+    return max_id, next_stamp
+
+
+def _record_ok(buf: bytes, mv: memoryview, q: int, n: int) -> int:
+    """The length of the intact record at ``q``, or 0."""
+    if not buf.startswith(REC_MAGIC, q) or q + HS > n:
+        return 0
+    _, crc, length, *_, state, tlen, _pad = REC.unpack_from(buf, q)
+    if length < HS or q + length > n or tlen > length - HS or state > D_DELAYED:
+        return 0
+    if state == D_DELETED and length != HS:
+        return 0
+    return length if zlib.crc32(mv[q + 8 : q + length]) == crc else 0
+
+
+def _frame_ok(buf: bytes, mv: memoryview, p: int, n: int) -> int:
+    """The end of the intact frame at ``p``, or 0."""
+    if not buf.startswith(FRAME_MAGIC, p) or p + FRAME.size > n:
+        return 0
+    _, length, crc = FRAME.unpack_from(buf, p)
+    end: int = p + FRAME.size + length
+    if length < HS or end > n or zlib.crc32(mv[p + FRAME.size : end]) != crc:
+        return 0
+    return end
+
+
+def _next_magic(buf: bytes, q: int, limit: int) -> int:
+    hits = [i for i in (buf.find(REC_MAGIC, q, limit), buf.find(FRAME_MAGIC, q, limit)) if i >= 0]
+    return min(hits) if hits else limit
+
+
+def _salvage(buf: bytes, p: int, limit: int, path: str | None) -> tuple[bytes, int, int]:
+    """Intact records from ``p`` up to the next intact frame (or ``limit``, where the zeros
+    start). Reports each damaged run (unless ``path`` is None). Returns (records, where to
+    go on, end of the last intact record)."""
+    mv = memoryview(buf)
+    n = len(buf)
+    out: list[bytes] = []
+    q = p
+    good_end = p
+    bad: int | None = None
+    while q < limit:
+        if q > p and _frame_ok(buf, mv, q, n):
+            break
+        length = _record_ok(buf, mv, q, n)
+        if length:
+            if bad is not None and path is not None:
+                _report(path, bad, q - bad)
+            bad = None
+            out.append(buf[q : q + length])
+            q = good_end = q + length
+            continue
+        if buf.startswith(FRAME_MAGIC, q) and q + FRAME.size <= n:
+            if path is not None:
+                log.warning(
+                    "%s:%d: frame is cut short or fails its checksum; keeping its intact records",
+                    path,
+                    q,
+                )
+            q += FRAME.size  # its records may still be whole
+            continue
+        if bad is None:
+            bad = q
+        q = _next_magic(buf, q + 1, limit)
+    if bad is not None and path is not None:
+        _report(path, bad, q - bad)
+    return b"".join(out), q, good_end
+
+
+def _report(path: str, offset: int, size: int) -> None:
+    log.warning(
+        "%s:%d: %d bytes of torn or corrupt data (bad length or checksum) skipped",
+        path,
+        offset,
+        size,
+    )
+
+
+def _zeros_from(buf: bytes) -> int:
+    """Where the run of zero bytes that ends ``buf`` starts (without copying ``buf``)."""
+    end = len(buf)
+    while end:
+        start = max(0, end - 65536)
+        if buf.count(0, start, end) != end - start:
+            return start + len(buf[start:end].rstrip(b"\0"))
+        end = start
+    return 0
+
+
+def _scan(buf: bytes, path: str, report: bool = True) -> _Scan:
+    """Split a beanq segment into trusted frames and salvaged records."""
+    n = len(buf)
+    limit = _zeros_from(buf)  # zeros past here are preallocated room
+    if limit == 0:
+        return _Scan([], 0, True, 0, 0)  # created, never written
+    mv = memoryview(buf)
+    ranges: list[tuple[bytes, int, int]] = []
+    header = _read_header(buf)
+    if header is None and report:
+        log.warning("%s:0: damaged segment header; salvaging its records", path)
+    if header is None:
+        max_id, next_stamp = 0, 0
+        p = end = 0
+    else:
+        max_id, next_stamp = header
+        p = end = SEG_HEADER.size
+    while p < limit:
+        frame_end = _frame_ok(buf, mv, p, n)
+        if frame_end:
+            ranges.append((buf, p + FRAME.size, frame_end))
+            p = end = frame_end
+            continue
+        records, p, good_end = _salvage(buf, p, limit, path if report else None)
+        if records:
+            ranges.append((records, 0, len(records)))
+            end = max(end, good_end)
+    return _Scan(ranges, end, end >= limit, max_id, next_stamp)
+
+
+# --- replay ----------------------------------------------------------------------------------
+
+
+class _Replay:
+    """Everything read back from the segments, before it goes to the engine.
+
+    Records of one job appear in the log in the order they were written (segments in order,
+    records in file order; a rewrite is a later record), so the last record read wins."""
+
+    def __init__(self, now: float, wall: float) -> None:
+        self.offset = now - wall  # wall-clock seconds -> engine clock
+        self.jobs: dict[int, Job] = {}
+        self.meta: dict[int, int] = {}  # id -> anchor seq << 32 | latest seq (see Binlog)
+        self.dead: dict[int, tuple[int, int]] = {}  # id -> (tombstone seq, anchor seq or 0)
+        self.extra: dict[int, set[int]] = {}  # id -> other segments holding a full record
+        self.order: dict[int, int] = {}  # id -> stamp of its last bury (buried jobs' order)
+        self.tubes: dict[bytes, Tube] = {}
+        self.max_id = 0
+        self.max_stamp = 0
+        self.live = 0
+
+    def apply(self, seq: int, buf: bytes, start: int, end: int) -> None:
+        """Apply the intact records in ``buf[start:end]``, read from segment ``seq``.
+
+        The hot loop of a replay: every name it uses is local, and a record for an id above
+        every id seen so far (a put, in the common case) needs no lookup at all."""
+        unpack = REC_BODY.unpack_from
+        jobs = self.jobs
+        meta = self.meta
+        meta_get = meta.get
+        dead = self.dead
+        order = self.order
+        tubes = self.tubes
+        offset = self.offset
+        from_disk = _FROM_DISK
+        make_job = Job
+        new_job = Job.__new__
+        fast = frozenset(Job.__slots__) == _JOB_SLOTS
+        max_id = self.max_id
+        max_stamp = self.max_stamp
+        live = self.live
+        both = seq << 32 | seq
+        s = start
+        while s < end:
+            (
+                length,
+                pri,
+                jid,
+                stamp,
+                deadline,
+                created,
+                delay,
+                ttr,
+                rs,
+                to,
+                rl,
+                bu,
+                ki,
+                state,
+                tlen,
+            ) = unpack(buf, s)
+            if length < HS:  # pragma: no cover - frames are checksummed
+                break
+            if stamp > max_stamp:
+                max_stamp = stamp
+            if jid > max_id:
+                max_id = jid
+                m = None
+                fresh = True
+            else:
+                m = meta_get(jid)
+                fresh = False
+            if m is None:
+                if not state:
+                    prior = None if fresh else dead.get(jid)
+                    dead[jid] = (seq, prior[1] if prior else 0)
+                elif tlen:
+                    if not fresh and dead:
+                        dead.pop(jid, None)
+                    b = s + HS
+                    name = buf[b : b + tlen]
+                    tube = tubes.get(name)
+                    if tube is None:
+                        tube = tubes[name] = Tube(name)
+                    if fast:
+                        # Job.__init__ by hand: a third of the cost of calling it
+                        job = new_job(make_job)
+                        job.id = jid
+                        job.pri = pri
+                        job.delay = delay
+                        job.ttr = ttr
+                        job.body = buf[b + tlen : s + length]
+                        job.tube = tube
+                        job.state = from_disk[state]
+                        job.created = created + offset
+                        job.deadline = deadline + offset if deadline else 0.0
+                        job.reserver = None
+                        job.entry = None
+                        job.reserves = rs
+                        job.timeouts = to
+                        job.releases = rl
+                        job.buries = bu
+                        job.kicks = ki
+                    else:
+                        job = make_job(
+                            jid, pri, delay, ttr, buf[b + tlen : s + length], tube, created + offset
+                        )
+                        job.state = from_disk[state]
+                        job.deadline = deadline + offset if deadline else 0.0
+                        job.reserves = rs
+                        job.timeouts = to
+                        job.releases = rl
+                        job.buries = bu
+                        job.kicks = ki
+                    if state == D_BURIED:
+                        order[jid] = stamp
+                    jobs[jid] = job
+                    meta[jid] = both
+                    live += length
+                # else: the state of a job whose full record is gone (deleted): stale
+            else:
+                job = jobs[jid]
+                anchor = m >> 32
+                if not state:
+                    del jobs[jid]
+                    del meta[jid]
+                    dead[jid] = (seq, anchor)
+                    live -= HS + len(job.tube.name) + len(job.body)
+                else:
+                    job.pri = pri
+                    job.delay = delay
+                    job.ttr = ttr
+                    job.state = from_disk[state]
+                    if state == D_DELAYED:
+                        job.deadline = deadline + offset
+                    elif state == D_BURIED:
+                        order[jid] = stamp
+                    job.reserves = rs
+                    job.timeouts = to
+                    job.releases = rl
+                    job.buries = bu
+                    job.kicks = ki
+                    if tlen and seq != anchor:
+                        self.extra.setdefault(jid, set()).add(anchor)
+                        anchor = seq
+                    meta[jid] = anchor << 32 | seq
+            s += length
+        self.max_id = max_id
+        self.max_stamp = max_stamp
+        self.live = live
+
+
+# --- the binlog ------------------------------------------------------------------------------
+
+_LOCKED: set[str] = set()  # directories locked by this process (fcntl locks do not see them)
+_LOCKED_GUARD = threading.Lock()
+
+
+def _lock_dir(directory: str) -> tuple[int, str]:
+    """Lock ``DIR/lock`` as beanstalkd does (an fcntl write lock on the whole file)."""
+    failure = BinlogError(f"failed to lock wal dir {directory}", 10)
+    key = os.path.realpath(directory)
+    with _LOCKED_GUARD:
+        if key in _LOCKED:
+            raise failure
+        try:
+            fd = os.open(
+                os.path.join(directory, "lock"), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+        except OSError as exc:
+            log.warning("open %s/lock: %s", directory, exc.strerror)
+            raise failure from exc
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            log.warning("fcntl: %s", exc.strerror)
+            raise failure from exc
+        _LOCKED.add(key)
+    return fd, key
+
+
+class Binlog:
+    """Segments of job records in one directory: see the module docstring."""
+
+    def __init__(
+        self,
+        directory: str,
+        lock: tuple[int, str],
+        segment_size: int,
+        max_job_size: int,
+        fsync: bool,
+    ) -> None:
+        self.directory = directory
+        self._lock_fd, self._lock_key = lock
+        self.max_size = segment_size  # as given, for stats (beanstalkd does not round it)
+        self.size = max(segment_size, PAGE)
+        self.max_job_size = max_job_size
+        self.fsync = fsync  # False: sync() is never called, so do not wait for it to unlink
+        self.headroom = min(64 << 10, self.size // 8)  # room kept for state changes
+        self._lock = threading.Lock()  # the segment table, the current segment, the counters
+        self._sync_lock = threading.Lock()  # one sync() at a time
+        self._segments: dict[int, Segment] = {}  # by seq, oldest first
+        self._cur: Segment | None = None
+        self._next_seq = 1
+        # live job id -> anchor seq << 32 | latest seq: where its newest full record (its
+        # body) and its latest record (its state) are
+        self._meta: dict[int, int] = {}
+        self._bury_order: dict[int, int] = {}  # buried job id -> stamp of its bury
+        self._engine: Engine | None = None  # whose jobs compaction rewrites (set by replay)
+        self._stamp = 1
+        self._max_id = 0
+        self._owed = 0  # room promised: tombstones of live jobs, records of accepted puts
+        self._credits: dict[int, int] = {}  # body size -> puts accepted, not yet written
+        self._pending: list[Job] = []  # changes not written yet (a failed write)
+        self._mark = 0  # highest id of a job put and deleted before it was written
+        self._poisoned = False  # a failed write could not be cleared from the current segment
+        self._trouble: dict[str, float] = {}  # problems going on -> when last logged
+        self._no_roll_until = 0.0  # creating a segment failed: do not retry before this
+        self._appended = 0  # bytes written by this process, all segments
+        self._synced = 0  # ... of which fsynced
+        self._rolled: list[int] = []  # fds of former current segments, to fsync and close
+        self._dir_dirty = False  # a segment was created since the last directory fsync
+        self._garbage: list[Segment] = []  # unpinned segments, waiting to be unlinked
+        self._old_used = 0  # bytes in non-current segments that are not garbage
+        self._live = 0  # bytes of live data: full records plus separate latest records
+        self._evac: tuple[int, list[int]] | None = None  # (seq, ids left to rewrite)
+        self.records_written = 0
+        self.records_migrated = 0
+        self._closed = False
+
+    # --- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        directory: str,
+        *,
+        segment_size: int = 10 << 20,
+        max_job_size: int = 65535,
+        fsync: bool = True,
+    ) -> Binlog:
+        """Lock ``directory`` (which must exist). ``fsync=False`` (``-F``) tells the binlog
+        that ``sync`` will not be called, so superseded segments are unlinked without
+        waiting for one. Call ``replay`` next, even for an empty directory."""
+        return cls(directory, _lock_dir(directory), segment_size, max_job_size, fsync)
+
+    def replay(self, engine: Engine, now: float, wall: float) -> None:
+        """Read every segment, restore the jobs into ``engine``, and start a new segment."""
+        started = time.perf_counter()
+        ctx = _Replay(now, wall)
+        files = self._list_files()
+        collecting = gc.isenabled()
+        gc.disable()  # millions of new objects, none of them garbage: do not scan them
+        try:
+            for seq, path in files:
+                self._read_file(ctx, seq, path)
+            self._next_seq = max((seq for seq, _ in files), default=0) + 1
+            self._restore(ctx, engine, now)
+            self._adopt(ctx)
+        finally:
+            # The replayed jobs are long-lived: keep the collector from scanning them all
+            # again (a full pass over millions of objects) the moment it is back on.
+            gc.freeze()
+            if collecting:
+                gc.enable()
+        self._engine = engine  # (not engine.jobs: the engine may replace that table)
+        try:
+            self._start(now, wall)
+        except BinlogError:
+            self.close()  # let go of the lock
+            raise
+        if ctx.jobs or len(files) > 1:
+            log.info(
+                "binlog: %d jobs from %d files replayed in %.3fs",
+                len(ctx.jobs),
+                len(files),
+                time.perf_counter() - started,
+            )
+
+    def _list_files(self) -> list[tuple[int, str]]:
+        found = []
+        for name in os.listdir(self.directory):
+            match = NAME_RE.match(name)
+            if match:
+                found.append((int(match.group(1)), os.path.join(self.directory, name)))
+        return sorted(found)
+
+    def _read_file(self, ctx: _Replay, seq: int, path: str) -> None:
+        try:
+            with open(path, "rb") as f:
+                buf = f.read()
+        except OSError as exc:
+            log.warning("binlog: cannot read %s (%s); left alone", path, exc.strerror)
+            return
+        if binlog_v7.version(buf) is not None:
+            recs = binlog_v7.translate(
+                buf, path, ctx.max_stamp + 1, REC, REC_MAGIC, self.max_job_size
+            )
+            ctx.apply(seq, recs.data, 0, len(recs.data))
+            self._segments[seq] = Segment(seq, path, len(buf), foreign=True)
+            return
+        scan = _scan(buf, path)
+        for data, start, end in scan.ranges:
+            ctx.apply(seq, data, start, end)
+        ctx.max_id = max(ctx.max_id, scan.max_id)
+        ctx.max_stamp = max(ctx.max_stamp, scan.next_stamp - 1)
+        seg = Segment(seq, path, len(buf))
+        if scan.zero_tail and scan.end < len(buf):
+            seg.used = seg.cap = self._trim(path, scan.end, len(buf))
+        self._segments[seq] = seg
+
+    @staticmethod
+    def _trim(path: str, end: int, size: int) -> int:
+        """Give back the unused preallocated tail of a former current segment."""
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            return size
+        try:
+            os.ftruncate(fd, end)
+            return end
+        except OSError:
+            return size
+        finally:
+            os.close(fd)
+
+    def _restore(self, ctx: _Replay, engine: Engine, now: float) -> None:
+        """Hand the jobs to the engine: one ``restore`` per tube, buried ones in bury order."""
+        groups: dict[Tube, dict[int, Job]] = {t: {} for t in ctx.tubes.values()}
+        is_buried = State.BURIED
+        buried = [j for j in ctx.jobs.values() if j.state is is_buried] if ctx.order else []
+        if len(groups) == 1 and not buried:
+            (only,) = groups
+            groups[only] = ctx.jobs  # the common case: nothing to sort out
+        else:
+            for jid, job in ctx.jobs.items():
+                if job.state is not is_buried:
+                    groups[job.tube][jid] = job
+        order = ctx.order
+        buried.sort(key=lambda j: order[j.id])
+        for job in buried:
+            groups[job.tube][job.id] = job
+        for tube, jobs in groups.items():
+            if jobs:
+                engine.restore(tube.name, jobs, now)
+        engine.next_id = max(engine.next_id, ctx.max_id + 1)
+        self._bury_order = {j.id: order[j.id] for j in buried}
+
+    def _adopt(self, ctx: _Replay) -> None:
+        """Take over the replayed bookkeeping: references, pins, owed room."""
+        self._meta = meta = ctx.meta
+        self._max_id = ctx.max_id
+        self._stamp = ctx.max_stamp + 1
+        segments = self._segments
+        split = 0
+        for packed, count in Counter(meta.values()).items():
+            anchor, latest = packed >> 32, packed & LOW
+            segments[anchor].refs += count
+            segments[latest].refs += count
+            if anchor != latest:
+                split += count
+        self._live = ctx.live + HS * split
+        for jid, (seq, anchor) in ctx.dead.items():
+            if anchor:
+                self._pin(seq, anchor)
+            for other in ctx.extra.get(jid, ()):
+                self._pin(seq, other)
+        for jid, others in ctx.extra.items():
+            m = meta.get(jid)
+            if m is not None:
+                for other in others:
+                    self._pin(m >> 32, other)
+        self._owed = DEL * len(meta)
+        for seg in segments.values():
+            self._old_used += seg.used
+        for seg in list(segments.values()):
+            self._check_dead(seg, dead_at=0)
+
+    def _start(self, now: float, wall: float) -> None:
+        """Make every replayed byte durable, start the current segment, drop garbage."""
+        for seg in self._segments.values():
+            self._fsync_path(seg.path)
+        try:
+            self._cur = self._create(self._owed + self.headroom)
+        except OSError as exc:
+            raise BinlogError(f"cannot create a binlog file in {self.directory}: {exc}", 1) from exc
+        self._fsync_dir()
+        self._dir_dirty = False
+        self._collect(self._appended)
+
+    @staticmethod
+    def _fsync_path(path: str) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            log.warning("binlog: fsync %s: %s", path, exc.strerror)
+        finally:
+            os.close(fd)
+
+    # --- space -----------------------------------------------------------------------------
+
+    def can_put(self, body_size: int) -> bool:
+        """Promise room for a new job's full record and its tombstone, or refuse."""
+        with self._lock:
+            need = HS + MAX_TUBE + body_size + FRAME.size + DEL
+            cur = self._current()
+            if cur.used + self._owed + need + self.headroom > cur.cap:
+                if cur.used + need > self.size and self._roll(need):
+                    cur = self._current()
+                want = cur.used + self._owed + need + self.headroom
+                if want > cur.cap and not self._grow(want):
+                    return False
+            self._owed += need
+            credits = self._credits
+            credits[body_size] = credits.get(body_size, 0) + 1
+            return True
+
+    def _current(self) -> Segment:
+        cur = self._cur
+        if cur is None:
+            raise RuntimeError("binlog: replay() was not called")
+        return cur
+
+    def _grow(self, need: int) -> bool:
+        """Preallocate the current segment up to ``need`` bytes (or start a new one)."""
+        cur = self._current()
+        target = max(need, cur.cap + min(EXTEND_STEP, self.size // 4))
+        target = -(-target // PAGE) * PAGE
+        try:
+            self._allocate(cur.fd, cur.cap, target - cur.cap)
+        except OSError as exc:
+            self._complain("space", "binlog: cannot preallocate %s: %s", cur.path, exc)
+            return False
+        cur.cap = target
+        self._relieved("space", "binlog: disk space is available again")
+        return True
+
+    def _allocate(self, fd: int, offset: int, length: int) -> None:
+        """Reserve disk blocks (a seam for tests that simulate a full disk)."""
+        try:
+            os.posix_fallocate(fd, offset, length)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            # Not supported here: the room is not reserved, but writes may still succeed.
+
+    def _pwrite(self, fd: int, parts: list[bytes], offset: int) -> int:
+        """Write at ``offset`` (a seam for tests that simulate failing writes)."""
+        return os.pwritev(fd, parts, offset)
+
+    def _create(self, room: int) -> Segment:
+        """A new current segment, preallocated with ``room`` bytes after its header."""
+        seq = self._next_seq
+        path = os.path.join(self.directory, f"binlog.{seq}")
+        cap = max(self.size, -(-(SEG_HEADER.size + room) // PAGE) * PAGE)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            self._allocate(fd, 0, cap)
+            header = _header(self._max_id, self._stamp)
+            if self._pwrite(fd, [header], 0) != len(header):
+                raise OSError(errno.ENOSPC, "short write")
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        self._next_seq = seq + 1
+        seg = Segment(seq, path, SEG_HEADER.size)
+        seg.cap = cap
+        seg.fd = fd
+        self._segments[seq] = seg
+        self._appended += SEG_HEADER.size
+        self._dir_dirty = True
+        return seg
+
+    def _roll(self, size: int) -> bool:
+        """Start a new current segment with room for ``size`` bytes plus what is owed."""
+        old = self._current()
+        if time.monotonic() < self._no_roll_until:
+            return False
+        try:
+            new = self._create(size + FRAME.size + self._owed + self.headroom)
+        except OSError as exc:
+            self._no_roll_until = time.monotonic() + ROLL_RETRY
+            self._complain("space", "binlog: cannot create a new binlog file: %s", exc)
+            return False
+        with contextlib.suppress(OSError):
+            os.ftruncate(old.fd, old.used)
+        old.cap = old.used
+        self._rolled.append(old.fd)  # closed by the next sync (or write, without fsync)
+        old.fd = -1
+        self._poisoned = False
+        self._relieved("space", "binlog: disk space is available again")
+        self._cur = new
+        self._old_used += old.used
+        self._check_dead(old)
+        return True
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def write(self, jobs: list[Job], now: float, wall: float) -> None:
+        """Append one record per changed job (its state now); then compact a little."""
+        with self._lock:
+            if jobs:
+                self._pending.extend(jobs)
+            before = self._appended
+            if self._pending:
+                self._flush(wall - now)
+            if not self._pending:
+                self._compact(wall - now, COMPACT_MIN + 2 * (self._appended - before))
+        if not self.fsync:
+            self._close_rolled()
+            self._collect(self._appended)
+
+    def _close_rolled(self) -> None:
+        """Without fsync, former current segments are closed at once (unless a sync that
+        the server called anyway is using them)."""
+        if self._rolled and self._sync_lock.acquire(blocking=False):
+            try:
+                with self._lock:
+                    rolled, self._rolled = self._rolled, []
+                for fd in rolled:
+                    os.close(fd)
+            finally:
+                self._sync_lock.release()
+
+    @property
+    def unsynced(self) -> bool:
+        """Bytes were written since the last ``sync`` began."""
+        return self._appended != self._synced
+
+    @property
+    def stalled(self) -> bool:
+        """Some changes could not be written yet (disk full or failing); ``sync`` does not
+        cover them. They are retried on every ``write``."""
+        return bool(self._pending)
+
+    def _flush(self, offset: float) -> None:
+        jobs = self._pending
+        if len(jobs) > 1:
+            jobs = list(dict.fromkeys(reversed(jobs)))
+            jobs.reverse()
+        self._pending = []
+        batch = _Batch()
+        done = batch.written
+        left: list[Job] = []
+        try:
+            for job in jobs:
+                if not self._add(batch, job, offset, left):
+                    self._collapse(job)
+                    done.add(id(job))
+            if self._mark > self._max_id:
+                self._add_mark(batch, self._mark)
+            self._commit(batch)
+        except OSError as exc:
+            for kind, _, put, _, _ in batch.effects:  # not written: their promises stand
+                if kind == _PUT_RESERVED and put is not None:
+                    size = len(put.body)
+                    self._credits[size] = self._credits.get(size, 0) + 1
+            self._pending = [j for j in jobs if id(j) not in done]
+            self._complain("write", "binlog: write failed, changes kept for retry: %s", exc)
+            return
+        self._pending = left
+        if left:
+            self._complain("room", "binlog: no room for %d changes; kept for retry", len(left))
+        else:
+            self._relieved("room", "binlog: room is back; every change is written")
+            self._relieved("write", "binlog: writing works again; every change is written")
+
+    def _add(self, batch: _Batch, job: Job, offset: float, left: list[Job]) -> bool:
+        """Place ``job``'s record in the batch (or in ``left``). False: nothing to write."""
+        jid = job.id
+        m = self._meta.get(jid)
+        if job.state is State.DELETED:
+            if m is None:
+                return False
+            if not self._place(batch, HS, owed=True, extra=0):
+                left.append(job)  # pragma: no cover - owed room is always there
+                return True
+            batch.add(_tombstone(jid, self._next_stamp()), (_TOMB, jid, job, 0, HS), DEL)
+            return True
+        if m is None:
+            size = HS + len(job.tube.name) + len(job.body)
+            reserved = len(job.body) in self._credits
+            if not self._place(batch, size, owed=reserved, extra=0 if reserved else DEL):
+                left.append(job)
+                return True
+            stamp = self._next_stamp()
+            kind = _PUT_RESERVED if reserved else _PUT
+            released = HS + MAX_TUBE + len(job.body) + FRAME.size if reserved else 0
+            batch.add(_record(job, stamp, offset, True), (kind, jid, job, stamp, size), released)
+            if reserved:
+                self._use_credit(len(job.body))
+            return True
+        if not self._place(batch, HS, owed=False, extra=0):
+            left.append(job)
+            return True
+        stamp = self._next_stamp()
+        batch.add(_record(job, stamp, offset, False), (_UPDATE, jid, job, stamp, HS), 0)
+        return True
+
+    def _collapse(self, job: Job) -> None:
+        """A job put and deleted before its record was written: release its promise, and
+        remember its id (the highest id handed out must reach the disk)."""
+        size = len(job.body)
+        if size in self._credits:
+            self._use_credit(size)
+            self._owed -= HS + MAX_TUBE + size + FRAME.size + DEL
+        self._mark = max(self._mark, job.id)
+
+    def _add_mark(self, batch: _Batch, jid: int) -> None:
+        """A tombstone for the highest id handed out, so that ids are never reused."""
+        if self._place(batch, HS, owed=False, extra=0):
+            batch.add(_tombstone(jid, self._next_stamp()), (_MARK, jid, None, 0, HS), 0)
+
+    def _use_credit(self, body_size: int) -> None:
+        left = self._credits[body_size] - 1
+        if left:
+            self._credits[body_size] = left
+        else:
+            del self._credits[body_size]
+
+    def _next_stamp(self) -> int:
+        stamp = self._stamp
+        self._stamp = stamp + 1
+        return stamp
+
+    def _place(self, batch: _Batch, size: int, *, owed: bool, extra: int) -> bool:
+        """Make room for a record of ``size`` bytes at the end of ``batch``: in the current
+        segment, or in a new one when the current one is full. Owed records always find room;
+        others must leave the owed room (plus ``extra``) free, and may fail."""
+        cur = self._current()
+        pos = cur.used + (batch.size or FRAME.size)
+        fresh = cur.used == SEG_HEADER.size and not batch.parts
+        need = pos + size + (0 if owed else self._owed - batch.released + extra)
+        if self._poisoned or (not fresh and (pos + size > self.size or need > cur.cap)):
+            # full (or its room is): start the next segment, sized for what is owed
+            self._commit(batch)
+            if self._roll(size + extra):
+                cur = self._current()
+            pos = cur.used + FRAME.size
+            need = pos + size + (0 if owed else self._owed + extra)
+        return owed or need <= cur.cap or self._grow(need)
+
+    def _commit(self, batch: _Batch) -> None:
+        """Write the batch as one frame, then apply its effects. Raises OSError."""
+        if not batch.parts:
+            return
+        cur = self._current()
+        body = b"".join(batch.parts)
+        head = FRAME.pack(FRAME_MAGIC, len(body), zlib.crc32(body))
+        total = len(head) + len(body)
+        try:
+            written = self._pwrite(cur.fd, [head, body], cur.used)
+            if written != total:
+                raise OSError(errno.ENOSPC, f"short write ({written} of {total} bytes)")
+        except OSError:
+            self._erase(cur, total)
+            raise
+        cur.used += total
+        self._appended += total
+        self.records_written += len(batch.effects)
+        self._owed -= batch.released
+        for effect in batch.effects:
+            self._apply(effect)
+            if effect[2] is not None:
+                batch.written.add(id(effect[2]))
+        batch.parts = []
+        batch.effects = []
+        batch.size = batch.released = 0
+
+    def _erase(self, cur: Segment, size: int) -> None:
+        """After a failed write, zero what may have reached the file, so that a replay
+        cannot find records that were never acknowledged as written."""
+        try:
+            if self._pwrite(cur.fd, [bytes(size)], cur.used) == size:
+                return
+        except OSError as exc:
+            log.error("binlog: cannot clear a failed write in %s: %s", cur.path, exc)
+        self._poisoned = True  # records may lie past `used`: write in a new segment next
+
+    def _apply(self, effect: Effect) -> None:
+        """Bookkeeping for a record now written in the current segment."""
+        kind, jid, job, stamp, size = effect
+        cur = self._current()
+        seq = cur.seq
+        if jid > self._max_id:
+            self._max_id = jid
+        meta = self._meta
+        if kind == _UPDATE:
+            packed = meta[jid]
+            anchor, latest = packed >> 32, packed & LOW
+            meta[jid] = anchor << 32 | seq
+            cur.refs += 1
+            self._live += HS * ((anchor != seq) - (anchor != latest))
+            self._order(jid, job, stamp)
+            self._unref(latest)
+        elif kind in (_PUT, _PUT_RESERVED):
+            meta[jid] = seq << 32 | seq
+            cur.refs += 2
+            self._live += size
+            self._order(jid, job, stamp)
+            if kind == _PUT:
+                self._owed += DEL
+        elif kind == _TOMB and job is not None:
+            packed = meta.pop(jid)
+            anchor, latest = packed >> 32, packed & LOW
+            self._live -= HS + len(job.tube.name) + len(job.body) + HS * (anchor != latest)
+            self._bury_order.pop(jid, None)
+            self._pin(seq, anchor)
+            self._unref(anchor)
+            self._unref(latest)
+        elif kind == _REWRITE:
+            packed = meta[jid]
+            anchor, latest = packed >> 32, packed & LOW
+            meta[jid] = seq << 32 | seq
+            cur.refs += 2
+            self._live -= HS * (anchor != latest)
+            self.records_migrated += 1
+            self._pin(seq, anchor)
+            self._unref(anchor)
+            self._unref(latest)
+
+    def _order(self, jid: int, job: Job | None, stamp: int) -> None:
+        """Remember when a buried job was buried (its place in the buried queue)."""
+        if job is not None and job.state is State.BURIED:
+            self._bury_order[jid] = stamp
+        else:
+            self._bury_order.pop(jid, None)
+
+    # --- segment lifetimes -----------------------------------------------------------------
+
+    def _pin(self, newer: int, older: int) -> None:
+        """Segment ``newer`` must outlive segment ``older`` (if that still exists)."""
+        if older >= newer:
+            return
+        old = self._segments.get(older)
+        new = self._segments.get(newer)
+        if old is None or new is None:
+            return
+        old.dependents[newer] = old.dependents.get(newer, 0) + 1
+        new.pins += 1
+
+    def _unref(self, seq: int) -> None:
+        seg = self._segments[seq]
+        seg.refs -= 1
+        if seg.refs == 0:
+            self._check_dead(seg)
+
+    def _check_dead(self, seg: Segment, dead_at: int | None = None) -> None:
+        if seg.refs or seg.pins or seg is self._cur or seg.dead_at is not None:
+            return
+        seg.dead_at = self._appended if dead_at is None else dead_at
+        self._garbage.append(seg)
+        self._old_used -= seg.used
+        if self._evac is not None and self._evac[0] == seg.seq:
+            self._evac = None
+
+    def _collect(self, synced: int) -> None:
+        """Unlink garbage superseded by bytes up to ``synced``, oldest first, with a
+        directory fsync before the pins it held on newer segments are released."""
+        while True:
+            with self._lock:
+                victims = [
+                    s for s in self._garbage if s.dead_at is not None and s.dead_at <= synced
+                ]
+                if not victims:
+                    return
+                keep = [s for s in self._garbage if s not in victims]
+                self._garbage = keep
+                for seg in victims:
+                    del self._segments[seg.seq]
+            for seg in victims:
+                try:
+                    os.unlink(seg.path)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    log.error("binlog: cannot remove %s: %s", seg.path, exc.strerror)
+            if self.fsync:
+                self._fsync_dir()
+            with self._lock:
+                for seg in victims:
+                    for newer, count in seg.dependents.items():
+                        other = self._segments.get(newer)
+                        if other is not None:
+                            other.pins -= count
+                            self._check_dead(other)
+
+    def _fsync_dir(self) -> None:
+        try:
+            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            log.error("binlog: cannot open %s: %s", self.directory, exc.strerror)
+            return
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            log.error("binlog: fsync %s: %s", self.directory, exc.strerror)
+        finally:
+            os.close(fd)
+
+    # --- compaction ------------------------------------------------------------------------
+
+    def _compact(self, offset: float, budget: int) -> None:
+        """Rewrite live jobs out of the oldest segments while the old segments that only
+        compaction can free hold more than twice the live data, within ``budget`` bytes."""
+        batch = _Batch()
+        meta = self._meta
+        if self._engine is None:  # pragma: no cover - replay() sets it
+            return
+        jobs = self._engine.jobs
+        try:
+            while budget > 0 and self._old_used > 2 * self._live:  # (a quick upper bound)
+                budget -= 1024  # planning costs too, so that this always ends
+                target = self._evacuee()
+                if target is None:
+                    break
+                seq, ids = target
+                while ids and budget > 0:
+                    jid = ids.pop()
+                    budget -= 16  # looking costs too, so that this always ends
+                    m = meta.get(jid)
+                    if m is None or seq not in (m >> 32, m & LOW):
+                        continue
+                    job = jobs.get(jid)
+                    if job is None:  # pragma: no cover - meta and the engine agree
+                        self._complain("bug", "binlog: job %d is not in the engine", jid)
+                        continue
+                    size = HS + len(job.tube.name) + len(job.body)
+                    if not self._place(batch, size, owed=False, extra=self.headroom):
+                        ids.append(jid)
+                        budget = 0
+                        break
+                    stamp = self._bury_order.get(jid) or self._next_stamp()
+                    effect = (_REWRITE, jid, job, stamp, size)
+                    batch.add(_record(job, stamp, offset, True), effect, 0)
+                    budget -= size
+                self._commit(batch)
+                if not ids:
+                    self._finish_evacuation(seq)
+        except OSError as exc:
+            self._complain("write", "binlog: compaction write failed: %s", exc)
+
+    def _evacuee(self) -> tuple[int, list[int]] | None:
+        """The segment to rewrite live jobs out of (the oldest one holding any), and the
+        ids to look at; None when compaction has nothing worth doing."""
+        if self._evac is not None:
+            return self._evac
+        stuck, target = self._plan()
+        if stuck <= 2 * self._live or target is None:
+            return None
+        self._evac = (target.seq, self._ids_in(target))
+        return self._evac
+
+    def _plan(self) -> tuple[int, Segment | None]:
+        """Bytes in old segments that will not go without compaction, and the oldest old
+        segment with live records. A segment goes by itself if it is garbage, or if only
+        its pins hold it and they all come from segments that go by themselves (the next
+        sync unlinks those)."""
+        released: dict[int, int] = {}
+        stuck = 0
+        target: Segment | None = None
+        for seg in self._segments.values():
+            if seg is self._cur:
+                break
+            if seg.dead_at is not None or (not seg.refs and released.get(seg.seq, 0) >= seg.pins):
+                for newer, count in seg.dependents.items():
+                    released[newer] = released.get(newer, 0) + count
+                continue
+            stuck += seg.used
+            if target is None and seg.refs:
+                target = seg
+        return stuck, target
+
+    def _finish_evacuation(self, seq: int) -> None:
+        """All ids found in the file were looked at; if jobs still count the segment (its
+        records could not all be read back), find them the slow way."""
+        seg = self._segments.get(seq)
+        self._evac = None
+        if seg is not None and seg.dead_at is None and seg.refs:
+            ids = self._ids_by_meta(seq)
+            if ids:
+                self._evac = (seq, ids)
+
+    def _ids_by_meta(self, seq: int) -> list[int]:
+        """Ids of the live jobs with a record in segment ``seq``, the slow way."""
+        return [jid for jid, m in self._meta.items() if seq in (m >> 32, m & LOW)]
+
+    def _ids_in(self, seg: Segment) -> list[int]:
+        """Ids of the jobs with records in ``seg`` (read back from the file), last first."""
+        try:
+            with open(seg.path, "rb") as f:
+                buf = f.read()
+        except OSError as exc:
+            log.error("binlog: cannot read %s: %s", seg.path, exc.strerror)
+            return self._ids_by_meta(seg.seq)
+        ranges: list[tuple[bytes, int, int]]
+        if seg.foreign:
+            recs = binlog_v7.translate(buf, seg.path, 1, REC, REC_MAGIC, self.max_job_size)
+            ranges = [(recs.data, 0, len(recs.data))]
+        else:
+            ranges = _scan(buf, seg.path, report=False).ranges  # (reported at replay)
+        ids: dict[int, None] = {}
+        id_at = struct.Struct("<Q").unpack_from
+        length_at = CRC.unpack_from
+        for data, start, end in ranges:
+            s = start
+            while s < end:
+                ids[id_at(data, s + 16)[0]] = None
+                s += max(HS, length_at(data, s + 8)[0])
+        out = list(ids)
+        out.reverse()
+        return out
+
+    # --- syncing ---------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """fsync what was written (and the directory if a segment was created), then unlink
+        the segments that this made obsolete. Safe to call from a worker thread while the
+        event loop calls ``write``."""
+        with self._sync_lock:
+            with self._lock:
+                if self._closed:
+                    return
+                position = self._appended
+                rolled = self._rolled
+                self._rolled = []
+                fd = self._current().fd
+                dir_dirty = self._dir_dirty
+                self._dir_dirty = False
+            try:
+                for old in rolled:
+                    os.fsync(old)
+                os.fsync(fd)
+            except OSError as exc:
+                log.error("binlog: fsync failed: %s", exc.strerror)
+                with self._lock:
+                    self._rolled = rolled + self._rolled
+                    self._dir_dirty = self._dir_dirty or dir_dirty
+                return
+            for old in rolled:
+                os.close(old)
+            if dir_dirty:
+                self._fsync_dir()
+            with self._lock:
+                self._synced = max(self._synced, position)
+            self._collect(position)
+
+    # --- reporting -------------------------------------------------------------------------
+
+    def stats(self) -> BinlogStats:
+        with self._lock:
+            cur = self._current()
+            return BinlogStats(
+                oldest_index=min(self._segments, default=cur.seq),
+                current_index=cur.seq,
+                records_migrated=self.records_migrated,
+                records_written=self.records_written,
+                max_size=self.max_size,
+            )
+
+    def job_file(self, job: Job) -> int:
+        """The segment holding the job's latest record (0: not written yet)."""
+        m = self._meta.get(job.id)
+        return 0 if m is None else m & LOW
+
+    def _complain(self, kind: str, fmt: str, *args: object) -> None:
+        """Log a problem of some kind: at once, then at most every RETRY_LOG_INTERVAL while
+        it lasts (``_relieved`` ends it)."""
+        now = time.monotonic()
+        if now - self._trouble.get(kind, -RETRY_LOG_INTERVAL) >= RETRY_LOG_INTERVAL:
+            self._trouble[kind] = now
+            log.error(fmt, *args)
+
+    def _relieved(self, kind: str, message: str) -> None:
+        if self._trouble.pop(kind, None) is not None:
+            log.warning(message)
+
+    def close(self) -> None:
+        with self._sync_lock, self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            cur = self._cur
+            if cur is not None and cur.fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(cur.fd, cur.used)
+                os.close(cur.fd)
+                cur.fd = -1
+            for fd in self._rolled:
+                os.close(fd)
+            self._rolled = []
+            if self._pending:
+                log.error("binlog: %d changes could not be written before exit", len(self._pending))
+            os.close(self._lock_fd)
+            with _LOCKED_GUARD:
+                _LOCKED.discard(self._lock_key)
