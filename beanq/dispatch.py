@@ -229,7 +229,6 @@ class Connection:
     """One client's conversation: bytes in, replies out, in order."""
 
     __slots__ = (
-        "_out_bytes",
         "_pending",
         "_put_id",
         "_put_started",
@@ -240,6 +239,7 @@ class Connection:
         "out",
         "reader",
         "session",
+        "unsent",
     )
 
     def __init__(self, hub: Hub) -> None:
@@ -251,7 +251,7 @@ class Connection:
         self.blocked = False  # in a reserve that waits
         self.closing = False  # quit was received: close once the output is sent
         self.eof = False  # the client shut down its sending side
-        self._out_bytes = 0  # reply bytes produced since the socket last drained
+        self.unsent = 0  # reply bytes produced since the server last sent everything
         self._put_started = False  # a PutStarted was handled; its put is still to come
         self._put_id: int | None = None  # the id beanstalkd would have given that put
 
@@ -272,18 +272,18 @@ class Connection:
                 handlers[type(event)](self, event, now)
             except Exception:
                 self._internal_error(event)
-            if self.blocked or self.closing or self._out_bytes > limit:
+            if self.blocked or self.closing or self.unsent > limit:
                 self._pending.extend(events[i + 1 :])
                 return
 
     @property
     def throttled(self) -> bool:
         """Too many replies wait to be sent: answer nothing more until ``drained``."""
-        return self._out_bytes > self.hub.output_limit
+        return self.unsent > self.hub.output_limit
 
     def drained(self, now: float) -> None:
         """The server sent every reply so far: answer the commands that were held back."""
-        self._out_bytes = 0
+        self.unsent = 0
         if self._pending and not self.blocked:
             self._run_pending(now)
 
@@ -315,7 +315,7 @@ class Connection:
     def _run_pending(self, now: float) -> None:
         pending = self._pending
         limit = self.hub.output_limit
-        while pending and not self.blocked and not self.closing and self._out_bytes <= limit:
+        while pending and not self.blocked and not self.closing and self.unsent <= limit:
             self._handle(pending.popleft(), now)
         if self.blocked and self.eof and self.hub.engine.cancel_wait(self.session):
             self.wake(Notice.TIMED_OUT, now)
@@ -331,7 +331,7 @@ class Connection:
         if not self.out:
             self.hub.dirty.append(self)
         self.out.append(data)
-        self._out_bytes += len(data)
+        self.unsent += len(data)
 
     def _count(self, name: str) -> None:
         self.hub.engine.commands[name] += 1

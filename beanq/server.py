@@ -382,10 +382,11 @@ class EpollLoop:
     def _flush_dirty(self, now: float) -> None:
         hub = self.hub
         hub.deliver(now)
+        by_conn = self._by_conn
         while hub.dirty:
             held = self._hold_group(self._journal_changes(now))
             for conn in hub.take_dirty():
-                client = self._by_conn.get(conn)
+                client = by_conn.get(conn)
                 if client is None:
                     conn.out.clear()
                     continue
@@ -395,6 +396,21 @@ class EpollLoop:
                 if held is not None:
                     held.append((client, data))
                     continue
+                if not client.wbuf and client.mask == _READ and not conn.held:
+                    # The common case, inlined: nothing queued, and the socket takes it all.
+                    try:
+                        sent = client.sock.send(data)
+                    except (BlockingIOError, InterruptedError):
+                        sent = 0
+                    except OSError:
+                        self._drop(client, now)
+                        continue
+                    if sent == len(data):
+                        conn.unsent = 0
+                        if (conn.closing or conn.eof) and conn.finished:
+                            self._drop(client, now)
+                        continue
+                    data = data[sent:]
                 self._send(client, data)
                 if (
                     (conn.closing or conn.eof)
