@@ -877,6 +877,8 @@ class StreamServer:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     scope.cancel()
                     return
+                conn.drained(trio.current_time())  # may answer commands held by the cap
+                self._after_input()
             if conn.finished and not conn.out:
                 scope.cancel()
                 return

@@ -229,3 +229,16 @@ async def test_stats_counts_and_fields_in_server_order() -> None:
         assert stats["cmd-put"] == 2 and stats["cmd-reserve"] == 1
         assert stats["current-producers"] == 1 and stats["current-workers"] == 1
         assert b'hostname: "host"' in body
+
+
+async def test_output_cap_holds_commands_until_the_replies_are_read() -> None:
+    """Over the per-connection output cap, commands wait; once the client reads, they run."""
+    async with running() as (hub, connect):
+        hub.output_limit = 10_000
+        c = connect()
+        await c.ask(b"put 0 0 5 4000\r\n" + b"x" * 4000 + b"\r\n")
+        await c.send(b"peek 1\r\n" * 20)
+        with trio.fail_after(5):
+            for _ in range(20):
+                assert (await c.reply()).word == "FOUND"
+            assert await c.ask(b"list-tube-used\r\n") == p.Reply("USING", ("default",))
