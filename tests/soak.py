@@ -161,13 +161,15 @@ GARBAGE_LINES = (
     b"put -1 0 0 1\r\nx\r\n",
     b"put 0 0 0 4294967296\r\n",
     b"put 0 0 1 99999999999999999999\r\n",
-    b"put 0 0 1 3\r\nabcdef\r\n",  # EXPECTED_CRLF, then "ef" is an unknown command
+    b"put 0 0 1 3\r\nabcdefgh\r\n",  # EXPECTED_CRLF, then "fgh" is an unknown command
     b"put 0 0 1 70000\r\n" + b"z" * 70000 + b"\r\n",  # JOB_TOO_BIG (-z default is 65535)
     b"put 1 2 3\r\n",
     b"put 0 0 1 1 extra\r\nx\r\n",
     b"reserve-with-timeout -1\r\n",
     b"reserve-with-timeout x\r\n",
-    b"delete 18446744073709551616\r\n",
+    # no prefix of a garbage line may be a valid command that touches jobs: truncated to
+    # "delete 18" and followed by a CRLF, "delete 18446744073709551616" deletes job 18
+    b"delete -18446744073709551616\r\n",
     b"delete\r\n",
     b"release 1 2\r\n",
     b"use -bad\r\n",
