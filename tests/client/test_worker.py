@@ -220,11 +220,15 @@ WORKER_SCRIPT = textwrap.dedent(
 
     worker = Worker(Client(sys.argv[1]), sys.argv[2], concurrency=2, reserve_timeout=1)
 
+    def say(line):  # one write per line: print() from two threads can interleave
+        sys.stdout.write(line + "\\n")
+        sys.stdout.flush()
+
     @worker.task("slow")
     def slow(n):
-        print("start", n, flush=True)
+        say(f"start {n}")
         time.sleep(1.0)
-        print("done", n, flush=True)
+        say(f"done {n}")
 
     worker.run()
     print("exited", flush=True)
