@@ -291,8 +291,7 @@ class Connection:
         """The client half-closed: a waiting reserve ends with TIMED_OUT (as in beanstalkd),
         the commands behind it are still answered, and then the connection closes."""
         self.eof = True
-        if self.blocked and self.hub.engine.cancel_wait(self.session):
-            self.wake(Notice.TIMED_OUT, now)
+        self.peer_hung_up(now)
 
     def peer_hung_up(self, now: float) -> None:
         """The client hung up while its input is not being read: end a waiting reserve."""

@@ -370,6 +370,11 @@ class EpollLoop:
         else:
             conn.receive_eof(now)
             self._set_mask(client, client.mask & ~_READ)
+        self._close_if_done(client, now)
+
+    def _close_if_done(self, client: _Client, now: float) -> None:
+        """Close a connection that quit or half-closed once nothing of it is left to send."""
+        conn = client.conn
         if (
             (conn.closing or conn.eof)
             and conn.finished
@@ -407,18 +412,10 @@ class EpollLoop:
                         continue
                     if sent == len(data):
                         conn.unsent = 0
-                        if (conn.closing or conn.eof) and conn.finished:
-                            self._drop(client, now)
+                        self._close_if_done(client, now)
                         continue
                     data = data[sent:]
-                self._send(client, data)
-                if (
-                    (conn.closing or conn.eof)
-                    and conn.finished
-                    and not client.wbuf
-                    and client.fd in self.clients
-                ):
-                    self._drop(client, now)
+                self._send(client, data)  # closes the client too, once all is out
             hub.deliver(now)
         self._journal_changes(now)
 
@@ -464,10 +461,7 @@ class EpollLoop:
             for client, data in held.popleft()[1]:
                 if client.fd not in self.clients or self.clients[client.fd] is not client:
                     continue
-                self._send(client, data)
-                conn = client.conn
-                if conn.finished and not conn.out and not client.wbuf:
-                    self._drop(client, now)
+                self._send(client, data)  # closes the client too, once all is out
         self._flush_dirty(now)  # connections that drained may have answered more
 
     def sync_now(self) -> None:
@@ -507,9 +501,9 @@ class EpollLoop:
             if not conn.eof and conn.held <= HELD_HIGH_WATER:
                 mask |= _READ
             self._set_mask(client, mask)
-        conn.drained(self.clock())
-        if conn.finished and not conn.out and not self._is_held(client):
-            self._drop(client, self.clock())
+        now = self.clock()
+        conn.drained(now)
+        self._close_if_done(client, now)
 
     def _is_held(self, client: _Client) -> bool:
         return any(c is client for _, group in self._held for c, _ in group)

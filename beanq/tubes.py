@@ -345,8 +345,6 @@ class Engine:
             s.watch.append(tube)
             tube.refs += 1
             tube.watching += 1
-        elif tube.refs == 0:  # pragma: no cover - a watched tube always has a ref
-            raise AssertionError(tube)
         return len(s.watch)
 
     def ignore(self, s: Session, name: bytes) -> int | None:
@@ -558,8 +556,6 @@ class Engine:
         if job is None:
             return False
         self._set_ttr_timer(job, now + job.ttr)
-        if s.waiting:  # pragma: no cover - a waiting session sends no commands
-            self._schedule_session(s)
         return True
 
     def kick(self, s: Session, bound: int, now: float) -> int:
@@ -745,7 +741,8 @@ class Engine:
         self._stop_waiting(s)
         return True
 
-    def _stop_waiting(self, s: Session) -> None:
+    def _stop_waiting(self, s: Session, taken_from: WaitList | None = None) -> None:
+        """``s`` no longer waits; ``taken_from`` is a wait list it was already taken from."""
         if not s.waiting:
             return
         s.waiting = False
@@ -753,7 +750,8 @@ class Engine:
         s.entry = None
         self.waiting_count -= 1
         for tube in s.watch:
-            tube.waiting.remove(s)
+            if tube.waiting is not taken_from:
+                tube.waiting.remove(s)
 
     def _compact_timers(self) -> None:
         """Drop stale timer entries once they outnumber live ones (long TTRs, many touches)."""
@@ -890,13 +888,7 @@ class Engine:
                 return
             taken_from = best.tube.waiting
             s = taken_from.take()
-            s.waiting = False
-            s.timeout_at = None
-            s.entry = None
-            self.waiting_count -= 1
-            for tube in s.watch:
-                if tube.waiting is not taken_from:
-                    tube.waiting.remove(s)
+            self._stop_waiting(s, taken_from)
             self._take_ready(best)
             self._reserve(s, best, now)
             self.notices.append((s, best))
