@@ -9,8 +9,10 @@ each client's replies with a single ``send``. Waking once per batch rather than 
 command per task is what makes a Python server keep pace with beanstalkd: the cost is in
 wake-ups and system calls, not in parsing.
 
-trio hosts that loop: the loop task sleeps in ``trio.lowlevel.wait_readable`` on the epoll fd
-under a deadline equal to the engine's next timer, while other tasks take signals. trio takes
+trio hosts that loop: the loop task waits in its own epoll set (at most until the engine's
+next timer) and checkpoints into trio every few milliseconds, so that other tasks can take
+signals and run the periodic fsync. With ``-f 0`` a thread of its own runs one fsync at a time
+and reports through an eventfd in the same epoll set (group commit, see ``_Syncer``). trio takes
 ~130 ms to import, and programs that spawn a queue server in their tests talk to it ~100 ms
 later, so the socket is bound and served by the same loop, driven by a plain ``epoll.poll``,
 while trio is imported on a helper thread; then trio takes over the waiting.
@@ -26,6 +28,7 @@ import errno
 import gc
 import logging
 import os
+import queue
 import resource
 import select
 import signal
@@ -198,6 +201,28 @@ MEMORY_CHECK_INTERVAL = 0.25
 BURST_JOBS = 20_000  # release memory once at least this many jobs are gone, and 7/8 of the peak
 
 
+def tune_collector() -> None:
+    """Jobs live long, and the engine and dispatcher break their own reference cycles (see
+    tests/test_collector.py), so CPython's automatic collections, which walk every new job
+    one to several times as it ages, find nothing and cost a tenth of the CPU while a queue
+    grows. The server collects on its own schedule instead (``collect_survivors``)."""
+    gc.freeze()
+    gc.disable()
+
+
+def collect_survivors(everything: bool = False) -> None:
+    """Collect the objects made since the last call (a few milliseconds' work even under full
+    load), then freeze the survivors: freezing costs nothing, and no object is walked twice.
+    Frozen objects that later become cyclic garbage wait for ``everything``, which runs when a
+    burst has drained and the heap is small."""
+    if everything:
+        gc.unfreeze()
+        gc.collect()
+    else:
+        gc.collect(0)
+    gc.freeze()
+
+
 def _malloc_trim() -> None:
     """glibc keeps freed memory for reuse; malloc_trim hands it back. Elsewhere, nothing."""
     import ctypes.util  # only here: it is needed after bursts, not at start-up
@@ -229,6 +254,50 @@ class _Client:
         self.mask = _READ
 
 
+class _Syncer:
+    """-f 0 group commit: one fsync at a time, on a thread of its own, so the loop goes on
+    reading and writing the binlog while the disk works; every batch written meanwhile is
+    covered by the next fsync, so concurrent producers share fsyncs. The thread says it is
+    done through an eventfd in the loop's epoll set: the loop learns it in the same wait as
+    socket input, with no round through trio (a worker-thread call there costs more CPU than
+    the handful of puts an fsync covers)."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.busy = False  # an fsync was asked for and its completion not yet taken
+        self.synced_seq = 0  # written batches that the last finished fsync covers
+        self._asks: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="fsync", daemon=True)
+        self._thread.start()
+
+    def ask(self, seq: int) -> None:
+        """fsync everything written so far: batches up to ``seq``."""
+        self.busy = True
+        self._asks.put(seq)
+
+    def done(self) -> int:
+        """Take the completion the eventfd signalled; return the batches it covers."""
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self.fd)
+        self.busy = False
+        return self.synced_seq
+
+    def _run(self) -> None:
+        while (seq := self._asks.get()) is not None:
+            try:
+                self.journal.sync()
+            except Exception:
+                log.exception("internal error in fsync")
+            self.synced_seq = seq
+            os.eventfd_write(self.fd, 1)
+
+    def close(self) -> None:
+        self._asks.put(None)
+        self._thread.join()
+        os.close(self.fd)
+
+
 class EpollLoop:
     """The socket side of the server, driven one batch at a time by ``step``."""
 
@@ -248,9 +317,15 @@ class EpollLoop:
         self.sync_before_reply = journal is not None and sync_before_reply
         self._held: deque[tuple[int, list[tuple[_Client, bytes]]]] = deque()
         self.written_seq = 0  # batches written to the journal
-        self.on_held: Callable[[], None] = lambda: None
+        self._retry_at: float | None = None  # when to retry binlog writes the disk refused
         self.epoll = select.epoll()
         self.epoll.register(listener.fileno(), select.EPOLLIN)
+        self._syncer: _Syncer | None = None
+        self._sync_fd = -1
+        if journal is not None and self.sync_before_reply:
+            self._syncer = _Syncer(journal)
+            self._sync_fd = self._syncer.fd
+            self.epoll.register(self._sync_fd, select.EPOLLIN)
         self.clients: dict[int, _Client] = {}
         self._by_conn: dict[Connection, _Client] = {}
         self._accept_paused_until: float | None = None
@@ -265,6 +340,8 @@ class EpollLoop:
         for client in list(self.clients.values()):
             self._drop(client, now)
         self._journal_changes(now)
+        if self._syncer is not None:
+            self._syncer.close()
         if self.journal is not None:
             if self.journal.unsynced:
                 self.journal.sync()
@@ -289,26 +366,35 @@ class EpollLoop:
             when = timers[0][0] if timers else None  # (a stale entry just wakes us early)
         if now - self._memory_checked >= MEMORY_CHECK_INTERVAL:
             self._memory_checked = now
-            self._release_memory_after_bursts()
+            self._manage_memory()
         resume = self._accept_paused_until
         if resume is not None:
             if resume <= now:
                 self._resume_accepting()
             else:
                 when = resume if when is None else min(when, resume)
+        retry = self._retry_at
+        if retry is not None:
+            if retry <= now:
+                self._retry_at = None
+                self._retry_journal()
+            else:
+                when = retry if when is None else min(when, retry)
         return when
 
-    def _release_memory_after_bursts(self) -> None:
-        """Once a large burst of jobs has drained to an eighth of its peak, give the memory
-        back: shrink the job table, empty CPython's free lists, and ask malloc to return free
-        pages to the OS. Only then, because a full collection is slow with millions of jobs."""
+    def _manage_memory(self) -> None:
+        """Collect (then freeze) what survived young collections lately. Once a large burst
+        of jobs has drained to an eighth of its peak, give the memory back: shrink the job
+        table, collect everything, and ask malloc to return free pages to the OS. Only then,
+        because a collection of everything is slow with millions of jobs."""
         engine = self.hub.engine
         count = len(engine.jobs)
+        collect_survivors()
         if count > self._jobs_peak:
             self._jobs_peak = count
         elif count * 8 < self._jobs_peak and self._jobs_peak - count >= BURST_JOBS:
             engine.shrink()
-            gc.collect()
+            collect_survivors(everything=True)
             _malloc_trim()
             log.info("released memory after a burst of %d jobs", self._jobs_peak)
             self._jobs_peak = count
@@ -332,6 +418,8 @@ class EpollLoop:
                 continue
             client = clients.get(fd)
             if client is None:
+                if fd == self._sync_fd:
+                    self._synced()
                 continue
             try:
                 if mask & _WRITE:
@@ -439,21 +527,42 @@ class EpollLoop:
             return None
         if wrote:
             self._held.append((self.written_seq, []))
-            self.on_held()
+            self._ask_sync()
         elif not self._held:
             return None
         return self._held[-1][1]
 
-    def retry_journal(self) -> None:
-        """Ask the binlog to write the records it had to queue."""
-        if self.journal is not None:
-            self.journal.write([], self.clock(), time.time())
+    def _ask_sync(self) -> None:
+        """Start the fsync that the held replies wait for, unless one runs (the next one
+        starts when it ends) or the binlog could not write their records yet."""
+        syncer = self._syncer
+        if syncer is None or syncer.busy or self._retry_at is not None:
+            return
+        assert self.journal is not None
+        if self.journal.stalled:
+            # Records the disk refused (full, failing) are queued in the binlog; the replies
+            # that depend on them wait until a retry gets them written.
+            self._retry_at = self.clock() + STALL_RETRY
+            return
+        syncer.ask(self.written_seq)
 
-    @property
-    def holding(self) -> bool:
-        return bool(self._held)
+    def _synced(self) -> None:
+        """An fsync ended: send the replies it covers, and start the next one if more wait."""
+        assert self._syncer is not None and self.journal is not None
+        seq = self._syncer.done()
+        if not self.journal.stalled:
+            self._release(seq)
+        if self._held:
+            self._ask_sync()
 
-    def release(self, synced_seq: int) -> None:
+    def _retry_journal(self) -> None:
+        """Ask the binlog to write the records it had to queue, then fsync them."""
+        assert self.journal is not None
+        self.journal.write([], self.clock(), time.time())
+        if self._held:
+            self._ask_sync()
+
+    def _release(self, synced_seq: int) -> None:
         """An fsync covering batches up to ``synced_seq`` finished: send their replies."""
         now = self.clock()
         held = self._held
@@ -463,13 +572,6 @@ class EpollLoop:
                     continue
                 self._send(client, data)  # closes the client too, once all is out
         self._flush_dirty(now)  # connections that drained may have answered more
-
-    def sync_now(self) -> None:
-        """Bootstrap-time group commit: fsync inline and release what waited for it."""
-        if self.journal is not None and self._held and not self.journal.stalled:
-            seq = self.written_seq
-            self.journal.sync()
-            self.release(seq)
 
     def _send(self, client: _Client, data: bytes) -> None:
         """Send what the socket takes; keep the rest, and stop reading a client whose unsent
@@ -623,6 +725,7 @@ def run(config: Config, listener: socket.socket) -> None:
     raise_fd_limit()
     engine = Engine(time.monotonic())
     journal = open_journal(config, engine)
+    tune_collector()
     hub = make_hub(config, engine, journal)
     hub.max_jobs = config.max_jobs
     loop = EpollLoop(listener, hub, journal=journal, sync_before_reply=config.fsync_ms == 0)
@@ -657,7 +760,6 @@ def _bootstrap(loop: EpollLoop) -> threading.Event:
         when = loop.next_deadline()
         timeout = 0.005 if when is None else min(0.005, max(0.0, when - loop.clock()))
         loop.poll(timeout)
-        loop.sync_now()
     return stop
 
 
@@ -677,9 +779,7 @@ async def _serve(loop: EpollLoop, fsync_ms: int | None, stop: threading.Event) -
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_handle_signals, loop.hub, nursery.cancel_scope, stop)
         journal = loop.journal
-        if journal is not None and fsync_ms == 0:
-            nursery.start_soon(_group_commit, loop, journal)
-        elif journal is not None and fsync_ms is not None:
+        if journal is not None and fsync_ms:  # (-f 0 syncs before replying: see _Syncer)
             nursery.start_soon(_periodic_sync, journal, fsync_ms / 1000)
         try:
             await _epoll_forever(loop)
@@ -705,34 +805,6 @@ async def _handle_signals(hub: Hub, scope: trio.CancelScope, stop: threading.Eve
                 return
 
 
-async def _group_commit(loop: EpollLoop, journal: Journal) -> None:
-    """-f 0: one fsync at a time in a worker thread; every batch written while it runs is
-    covered by the next one, so concurrent producers share fsyncs."""
-    import trio
-
-    wake = trio.Event()
-
-    def on_held() -> None:
-        wake.set()
-
-    loop.on_held = on_held
-    loop.sync_now()  # replies held since the bootstrap loop
-    while True:
-        await wake.wait()
-        wake = trio.Event()
-        while loop.holding:
-            if journal.stalled:
-                # Records the disk refused (full, failing) are queued in the binlog; replies
-                # that depend on them wait until a retry gets them written.
-                await trio.sleep(STALL_RETRY)
-                loop.retry_journal()
-                continue
-            seq = loop.written_seq
-            await trio.to_thread.run_sync(journal.sync)
-            if not journal.stalled:
-                loop.release(seq)
-
-
 async def _periodic_sync(journal: Journal, period: float) -> None:
     """-f MS: fsync at most every MS ms, and also after the last write of a burst."""
     import trio
@@ -750,40 +822,23 @@ CHECKPOINT_INTERVAL = 0.005  # how often the loop lets trio's other tasks run, a
 async def _epoll_forever(loop: EpollLoop) -> None:
     """Wait in our own epoll set, for at most 50 ms, and let trio's other tasks (signals,
     periodic fsync) run at a checkpoint every few milliseconds. That spares each wake-up a
-    round through trio's scheduler (~10 us, as much as the command itself). While replies wait
-    for a group-commit fsync, wait the trio way instead, so that the fsync thread's completion
-    wakes the loop at once."""
+    round through trio's scheduler (~10 us, as much as the command itself)."""
     import trio
 
     epoll = loop.epoll
-    epfd = epoll.fileno()
     clock = loop.clock
     checkpointed = clock()
     while True:
         when = loop.next_deadline()
-        if not loop.holding:
-            now = clock()
-            timeout = 0.05 if when is None else min(0.05, max(0.0, when - now))
-            events = epoll.poll(timeout)
-            if events:
-                loop.step(events)
-            now = clock()
-            if now - checkpointed >= CHECKPOINT_INTERVAL or not events:
-                await trio.lowlevel.checkpoint()
-                checkpointed = now
-            continue
-        events = epoll.poll(0)
+        now = clock()
+        timeout = 0.05 if when is None else min(0.05, max(0.0, when - now))
+        events = epoll.poll(timeout)
         if events:
             loop.step(events)
+        now = clock()
+        if now - checkpointed >= CHECKPOINT_INTERVAL or not events:
             await trio.lowlevel.checkpoint()
-            continue
-        if when is None:
-            await trio.lowlevel.wait_readable(epfd)
-        else:
-            delay = when - loop.clock()
-            if delay > 0:
-                with trio.move_on_after(delay):
-                    await trio.lowlevel.wait_readable(epfd)
+            checkpointed = now
 
 
 # --- serving trio streams (tests, embedding) ---------------------------------------------------

@@ -289,6 +289,12 @@ class Engine:
                 self.tube_order[tube.pos] = last
                 last.pos = tube.pos
             self._hot.pop(tube, None)
+            # Stale heap entries and a pause timer point back at the tube through their jobs
+            # or themselves: break those cycles, since the server runs without the collector.
+            tube.ready.clear()
+            tube.delayed.clear()
+            tube.stale = 0
+            tube.entry = None
 
     def find_tube(self, name: bytes) -> Tube | None:
         return self.tubes.get(name)
