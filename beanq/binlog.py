@@ -7,7 +7,8 @@ lists in ``engine.changes`` every job whose durable state changed (put, reserve,
 bury, kick, delete, TTR expiry, delay promotion), and the server hands those lists to
 ``Binlog.write`` (a ``pwrite``, no fsync) and calls ``Binlog.sync`` from a worker thread when
 its policy (``-f``/``-F``) says so. ``write`` and ``sync`` share a lock held only for
-bookkeeping, never across an fsync.
+bookkeeping, never across an fsync; ``can_put`` takes it only to grow the current segment or
+start the next one.
 
 Format. The directory holds ``binlog.N`` segment files, N increasing (beanstalkd's names, so
 ``binlog-oldest-index`` and ``binlog-current-index`` mean what they mean there), and the
@@ -101,7 +102,10 @@ REC_MAGIC: Final = b"bqR\x01"
 REC: Final = struct.Struct("<4sIIIQQddIIIIIIIBBH")
 REC_TAIL: Final = struct.Struct("<IIQQddIIIIIIIBBH")  # REC from `length` on: what the crc covers
 REC_BODY: Final = struct.Struct("<8xIIQQddIIIIIIIBB2x")  # REC without magic, crc and pad
-CRC: Final = struct.Struct("<I")
+REC_HEAD: Final = struct.Struct("<4sI")  # REC up to `length`: magic, crc
+REC_LENGTH_ID: Final = struct.Struct("<8xI4xQ")  # REC's length and id
+# REC_TAIL of a tombstone: length, pri 0, id, stamp, then zeros (0.0 packs as zero bytes too)
+TOMB_TAIL: Final = struct.Struct("<IIQQ48x")
 HS: Final = REC.size  # 80: a short record, a tombstone, the header of a full record
 MAX_TUBE: Final = 200
 U32: Final = 0xFFFFFFFF
@@ -143,6 +147,7 @@ _TO_DISK: Final = {
 _FROM_DISK: Final = (State.DELETED, State.READY, State.RESERVED, State.BURIED, State.DELAYED)
 
 DEL: Final = HS + FRAME.size  # room owed for a tombstone (alone in its frame, at worst)
+PUT_ROOM: Final = HS + MAX_TUBE + FRAME.size + DEL  # room can_put promises, besides the body
 PAGE: Final = 4096
 EXTEND_STEP: Final = 64 << 10
 COMPACT_MIN: Final = 64 << 10  # bytes of live data compaction may rewrite per write() call
@@ -193,14 +198,14 @@ class Segment:
 class _Batch:
     """Records for the current segment, not yet written: one frame."""
 
-    __slots__ = ("effects", "parts", "released", "size", "written")
+    __slots__ = ("effects", "parts", "released", "size")
 
     def __init__(self) -> None:
+        # parts and effects are emptied in place once written (_flush and _compact hold them)
         self.parts: list[bytes] = []
         self.size = 0  # bytes, frame header included once there is a record
         self.released = 0  # owed room these records use up
         self.effects: list[Effect] = []
-        self.written: set[int] = set()  # id() of the jobs whose records are written (all frames)
 
     def add(self, parts: list[bytes], effect: Effect, released: int) -> None:
         if not self.parts:
@@ -219,15 +224,12 @@ Effect = tuple[int, int, "Job | None", int, int]
 _PUT, _PUT_RESERVED, _UPDATE, _TOMB, _REWRITE, _MARK = range(6)
 
 
-def _record(job: Job, stamp: int, offset: float, full: bool) -> list[bytes]:
-    """The parts of one record holding ``job``'s current state (``offset``: wall - engine)."""
+def _tail(job: Job, length: int, stamp: int, offset: float, tube_length: int) -> bytes:
+    """The REC_TAIL of a record of ``job``'s current state (``offset``: wall - engine), its
+    counters modulo 2**32. ``Binlog._flush`` packs the same bytes inline."""
     state = job.state
-    if state is State.DELETED:
-        return _tombstone(job.id, stamp)
-    tube = job.tube.name if full else b""
-    body = job.body if full else b""
-    tail = REC_TAIL.pack(
-        HS + len(tube) + len(body),
+    return REC_TAIL.pack(
+        length,
         job.pri,
         job.id,
         stamp,
@@ -241,19 +243,22 @@ def _record(job: Job, stamp: int, offset: float, full: bool) -> list[bytes]:
         job.buries & U32,
         job.kicks & U32,
         _TO_DISK[state],
-        len(tube),
+        tube_length,
         0,
     )
-    crc = zlib.crc32(tail)
-    if full:
-        crc = zlib.crc32(body, zlib.crc32(tube, crc))
-        return [REC_MAGIC, CRC.pack(crc), tail, tube, body]
-    return [REC_MAGIC, CRC.pack(crc), tail]
+
+
+def _record(job: Job, stamp: int, offset: float) -> list[bytes]:
+    """The parts of a full record of live ``job`` (a rewrite by compaction)."""
+    tube = job.tube.name
+    body = job.body
+    rest = _tail(job, HS + len(tube) + len(body), stamp, offset, len(tube)) + tube + body
+    return [REC_HEAD.pack(REC_MAGIC, zlib.crc32(rest)), rest]  # (one crc32 call: cheaper)
 
 
 def _tombstone(jid: int, stamp: int) -> list[bytes]:
-    tail = REC_TAIL.pack(HS, 0, jid, stamp, 0.0, 0.0, 0, 0, 0, 0, 0, 0, 0, D_DELETED, 0, 0)
-    return [REC_MAGIC, CRC.pack(zlib.crc32(tail)), tail]
+    tail = TOMB_TAIL.pack(HS, 0, jid, stamp)
+    return [REC_HEAD.pack(REC_MAGIC, zlib.crc32(tail)), tail]
 
 
 # --- reading segments ----------------------------------------------------------------------
@@ -808,20 +813,26 @@ class Binlog:
     # --- space -----------------------------------------------------------------------------
 
     def can_put(self, body_size: int) -> bool:
-        """Promise room for a new job's full record and its tombstone, or refuse."""
-        with self._lock:
-            need = HS + MAX_TUBE + body_size + FRAME.size + DEL
-            cur = self._current()
-            if cur.used + self._owed + need + self.headroom > cur.cap:
+        """Promise room for a new job's full record and its tombstone, or refuse.
+
+        When the current segment has the room already (the common case), no lock: this
+        reads and changes only what ``sync`` never touches (the owed room, the credits, the
+        current segment's size and fill), all of it owned by the thread that calls
+        ``write``. Growing the segment or starting the next one takes the lock."""
+        need = PUT_ROOM + body_size
+        cur = self._cur
+        if cur is None or cur.used + self._owed + need + self.headroom > cur.cap:
+            with self._lock:
+                cur = self._current()
                 if cur.used + need > self.size and self._roll(need):
                     cur = self._current()
                 want = cur.used + self._owed + need + self.headroom
                 if want > cur.cap and not self._grow(want):
                     return False
-            self._owed += need
-            credits = self._credits
-            credits[body_size] = credits.get(body_size, 0) + 1
-            return True
+        self._owed += need
+        credits = self._credits
+        credits[body_size] = credits.get(body_size, 0) + 1
+        return True
 
     def _current(self) -> Segment:
         cur = self._cur
@@ -944,68 +955,151 @@ class Binlog:
         return bool(self._pending)
 
     def _flush(self, offset: float) -> None:
+        """Write a record for each pending job (its state now), in one frame unless a
+        segment fills up. The server's hot path: records are encoded here (the bytes that
+        ``_record`` gives) and room is checked here; ``_place`` is called only when a record
+        may not fit as things stand (it then writes the frame so far, grows or rolls)."""
         jobs = self._pending
-        if len(jobs) > 1:
-            jobs = list(dict.fromkeys(reversed(jobs)))
+        if len(jobs) > 1 and len(set(jobs)) != len(jobs):
+            jobs = list(dict.fromkeys(reversed(jobs)))  # one record each, where last listed
             jobs.reverse()
         self._pending = []
         batch = _Batch()
-        done = batch.written
+        parts = batch.parts
+        effects = batch.effects
+        add_part = parts.append
+        add_effect = effects.append
         left: list[Job] = []
+        meta_get = self._meta.get
+        credits = self._credits
+        pack_head = REC_HEAD.pack
+        pack_tail = REC_TAIL.pack
+        pack_tomb = TOMB_TAIL.pack
+        crc32 = zlib.crc32
+        to_disk = _TO_DISK
+        deleted = State.DELETED
+        delayed = State.DELAYED
+        limit = self.size
+        # The batch's end and room, kept in locals while records fit, and handed to (and
+        # taken back from) the batch and self around each call to _place.
+        cur = self._current()
+        base = cur.used
+        cap = -1 if self._poisoned else cur.cap  # poisoned: every record goes to _place
+        pos = base + FRAME.size  # where the next record would end up
+        released = 0
+        stamp = self._stamp
+        reached = 0  # jobs[reached:] are not placed yet (for the failure path)
         try:
-            for job in jobs:
-                if not self._add(batch, job, offset, left):
-                    self._collapse(job)
-                    done.add(id(job))
+            for i, job in enumerate(jobs):
+                jid = job.id
+                m = meta_get(jid)
+                state = job.state
+                if state is deleted:
+                    if m is None:
+                        self._collapse(job)  # nothing on disk: nothing to write
+                        continue
+                    kind = _TOMB
+                    size = HS
+                    owed = True
+                    extra = 0
+                elif m is None:
+                    tube = job.tube.name
+                    body = job.body
+                    tlen = len(tube)
+                    blen = len(body)
+                    size = HS + tlen + blen
+                    owed = blen in credits  # room that can_put promised
+                    kind = _PUT_RESERVED if owed else _PUT
+                    extra = 0 if owed else DEL
+                else:
+                    kind = _UPDATE
+                    tlen = 0  # a short record
+                    size = HS
+                    owed = False
+                    extra = 0
+                end = pos + size
+                if end > limit or (end if owed else end + self._owed - released + extra) > cap:
+                    batch.size = pos - base if parts else 0
+                    batch.released = released
+                    self._stamp = stamp
+                    reached = i  # (_place may write, and fail)
+                    placed = self._place(batch, size, owed=owed, extra=extra)
+                    cur = self._current()
+                    base = cur.used
+                    cap = -1 if self._poisoned else cur.cap
+                    pos = base + (batch.size or FRAME.size)
+                    released = batch.released
+                    if not placed:
+                        left.append(job)
+                        continue
+                    end = pos + size
+                if kind == _TOMB:
+                    rest = pack_tomb(HS, 0, jid, stamp)
+                    add_effect((_TOMB, jid, job, 0, HS))
+                    released += DEL
+                else:
+                    try:
+                        rest = pack_tail(
+                            size,
+                            job.pri,
+                            jid,
+                            stamp,
+                            job.deadline + offset if state is delayed else 0.0,
+                            job.created + offset,
+                            job.delay,
+                            job.ttr,
+                            job.reserves,
+                            job.timeouts,
+                            job.releases,
+                            job.buries,
+                            job.kicks,
+                            to_disk[state],
+                            tlen,
+                            0,
+                        )
+                    except struct.error:  # a counter past 32 bits: _tail wraps it around
+                        rest = _tail(job, size, stamp, offset, tlen)
+                    if kind == _UPDATE:
+                        add_effect((_UPDATE, jid, job, stamp, HS))
+                    else:
+                        rest += tube + body
+                        add_effect((kind, jid, job, stamp, size))
+                        if owed:  # the promise is kept: its room is used up, its credit too
+                            released += PUT_ROOM - DEL + blen
+                            n = credits[blen] - 1
+                            if n:
+                                credits[blen] = n
+                            else:
+                                del credits[blen]
+                add_part(pack_head(REC_MAGIC, crc32(rest)))
+                add_part(rest)
+                stamp += 1
+                pos = end
+            reached = len(jobs)
+            batch.size = pos - base if parts else 0
+            batch.released = released
+            self._stamp = stamp
             if self._mark > self._max_id:
                 self._add_mark(batch, self._mark)
             self._commit(batch)
         except OSError as exc:
-            for kind, _, put, _, _ in batch.effects:  # not written: their promises stand
+            # Not written: the jobs of the failed frame, those without room, those not
+            # reached. The puts among them keep their promises.
+            unwritten = {id(left_job) for left_job in left}
+            for kind, _, put, _, _ in effects:
+                unwritten.add(id(put))
                 if kind == _PUT_RESERVED and put is not None:
                     size = len(put.body)
-                    self._credits[size] = self._credits.get(size, 0) + 1
-            self._pending = [j for j in jobs if id(j) not in done]
+                    credits[size] = credits.get(size, 0) + 1
+            self._pending = [j for j in jobs[:reached] if id(j) in unwritten] + jobs[reached:]
             self._complain("write", "binlog: write failed, changes kept for retry: %s", exc)
             return
         self._pending = left
         if left:
             self._complain("room", "binlog: no room for %d changes; kept for retry", len(left))
-        else:
+        elif self._trouble:
             self._relieved("room", "binlog: room is back; every change is written")
             self._relieved("write", "binlog: writing works again; every change is written")
-
-    def _add(self, batch: _Batch, job: Job, offset: float, left: list[Job]) -> bool:
-        """Place ``job``'s record in the batch (or in ``left``). False: nothing to write."""
-        jid = job.id
-        m = self._meta.get(jid)
-        if job.state is State.DELETED:
-            if m is None:
-                return False
-            if not self._place(batch, HS, owed=True, extra=0):
-                left.append(job)  # pragma: no cover - owed room is always there
-                return True
-            batch.add(_tombstone(jid, self._next_stamp()), (_TOMB, jid, job, 0, HS), DEL)
-            return True
-        if m is None:
-            size = HS + len(job.tube.name) + len(job.body)
-            reserved = len(job.body) in self._credits
-            if not self._place(batch, size, owed=reserved, extra=0 if reserved else DEL):
-                left.append(job)
-                return True
-            stamp = self._next_stamp()
-            kind = _PUT_RESERVED if reserved else _PUT
-            released = HS + MAX_TUBE + len(job.body) + FRAME.size if reserved else 0
-            batch.add(_record(job, stamp, offset, True), (kind, jid, job, stamp, size), released)
-            if reserved:
-                self._use_credit(len(job.body))
-            return True
-        if not self._place(batch, HS, owed=False, extra=0):
-            left.append(job)
-            return True
-        stamp = self._next_stamp()
-        batch.add(_record(job, stamp, offset, False), (_UPDATE, jid, job, stamp, HS), 0)
-        return True
 
     def _collapse(self, job: Job) -> None:
         """A job put and deleted before its record was written: release its promise, and
@@ -1013,7 +1107,7 @@ class Binlog:
         size = len(job.body)
         if size in self._credits:
             self._use_credit(size)
-            self._owed -= HS + MAX_TUBE + size + FRAME.size + DEL
+            self._owed -= PUT_ROOM + size
         self._mark = max(self._mark, job.id)
 
     def _add_mark(self, batch: _Batch, jid: int) -> None:
@@ -1052,12 +1146,13 @@ class Binlog:
 
     def _commit(self, batch: _Batch) -> None:
         """Write the batch as one frame, then apply its effects. Raises OSError."""
-        if not batch.parts:
+        parts = batch.parts
+        if not parts:
             return
         cur = self._current()
-        body = b"".join(batch.parts)
+        body = b"".join(parts)
         head = FRAME.pack(FRAME_MAGIC, len(body), zlib.crc32(body))
-        total = len(head) + len(body)
+        total = FRAME.size + len(body)
         try:
             written = self._pwrite(cur.fd, [head, body], cur.used)
             if written != total:
@@ -1069,12 +1164,9 @@ class Binlog:
         self._appended += total
         self.records_written += len(batch.effects)
         self._owed -= batch.released
-        for effect in batch.effects:
-            self._apply(effect)
-            if effect[2] is not None:
-                batch.written.add(id(effect[2]))
-        batch.parts = []
-        batch.effects = []
+        self._apply(cur, batch.effects)
+        parts.clear()
+        batch.effects.clear()
         batch.size = batch.released = 0
 
     def _erase(self, cur: Segment, size: int) -> None:
@@ -1087,54 +1179,84 @@ class Binlog:
             log.error("binlog: cannot clear a failed write in %s: %s", cur.path, exc)
         self._poisoned = True  # records may lie past `used`: write in a new segment next
 
-    def _apply(self, effect: Effect) -> None:
-        """Bookkeeping for a record now written in the current segment."""
-        kind, jid, job, stamp, size = effect
-        cur = self._current()
+    def _apply(self, cur: Segment, effects: list[Effect]) -> None:
+        """Bookkeeping for records now written in the current segment ``cur``, in order:
+        where each job's records are, the references and pins of segments (an old segment
+        that loses its last reference may be garbage), live bytes, owed room, bury order.
+        Its loop runs once per record, so everything is done inline."""
         seq = cur.seq
-        if jid > self._max_id:
-            self._max_id = jid
+        both = seq << 32 | seq
         meta = self._meta
-        if kind == _UPDATE:
-            packed = meta[jid]
-            anchor, latest = packed >> 32, packed & LOW
-            meta[jid] = anchor << 32 | seq
-            cur.refs += 1
-            self._live += HS * ((anchor != seq) - (anchor != latest))
-            self._order(jid, job, stamp)
-            self._unref(latest)
-        elif kind in (_PUT, _PUT_RESERVED):
-            meta[jid] = seq << 32 | seq
-            cur.refs += 2
-            self._live += size
-            self._order(jid, job, stamp)
-            if kind == _PUT:
-                self._owed += DEL
-        elif kind == _TOMB and job is not None:
-            packed = meta.pop(jid)
-            anchor, latest = packed >> 32, packed & LOW
-            self._live -= HS + len(job.tube.name) + len(job.body) + HS * (anchor != latest)
-            self._bury_order.pop(jid, None)
-            self._pin(seq, anchor)
-            self._unref(anchor)
-            self._unref(latest)
-        elif kind == _REWRITE:
-            packed = meta[jid]
-            anchor, latest = packed >> 32, packed & LOW
-            meta[jid] = seq << 32 | seq
-            cur.refs += 2
-            self._live -= HS * (anchor != latest)
-            self.records_migrated += 1
-            self._pin(seq, anchor)
-            self._unref(anchor)
-            self._unref(latest)
-
-    def _order(self, jid: int, job: Job | None, stamp: int) -> None:
-        """Remember when a buried job was buried (its place in the buried queue)."""
-        if job is not None and job.state is State.BURIED:
-            self._bury_order[jid] = stamp
-        else:
-            self._bury_order.pop(jid, None)
+        segments = self._segments
+        bury_order = self._bury_order
+        buried = State.BURIED
+        max_id = self._max_id
+        live = self._live
+        owed = 0
+        refs = 0  # to add to cur.refs (nothing reads them meanwhile)
+        for kind, jid, job, stamp, size in effects:
+            if jid > max_id:
+                max_id = jid
+            if job is None:  # _MARK: only the id
+                continue
+            if kind <= _PUT_RESERVED:  # _PUT or _PUT_RESERVED
+                meta[jid] = both
+                refs += 2
+                live += size
+                if kind == _PUT:
+                    owed += DEL
+            elif kind == _UPDATE:
+                packed = meta[jid]
+                latest = packed & LOW
+                if latest != seq:  # (else nothing moves: its records stay where they are)
+                    anchor = packed >> 32
+                    meta[jid] = anchor << 32 | seq
+                    refs += 1
+                    live += HS * ((anchor != seq) - (anchor != latest))
+                    old = segments[latest]
+                    old.refs -= 1
+                    if not old.refs:
+                        self._check_dead(old)
+            else:  # _TOMB or _REWRITE: the job's records so far no longer count
+                if kind == _TOMB:
+                    packed = meta.pop(jid)
+                    anchor, latest = packed >> 32, packed & LOW
+                    live -= HS + len(job.tube.name) + len(job.body) + HS * (anchor != latest)
+                    if bury_order:
+                        bury_order.pop(jid, None)
+                else:
+                    packed = meta[jid]
+                    anchor, latest = packed >> 32, packed & LOW
+                    meta[jid] = both
+                    refs += 2
+                    live -= HS * (anchor != latest)
+                    self.records_migrated += 1
+                if anchor == seq:
+                    refs -= 1
+                else:
+                    self._pin(seq, anchor)
+                    old = segments[anchor]
+                    old.refs -= 1
+                    if not old.refs:
+                        self._check_dead(old)
+                if latest == seq:
+                    refs -= 1
+                else:
+                    old = segments[latest]
+                    old.refs -= 1
+                    if not old.refs:
+                        self._check_dead(old)
+                continue
+            # a put or a change: remember when a buried job was buried (its place in the
+            # buried queue)
+            if job.state is buried:
+                bury_order[jid] = stamp
+            elif bury_order:
+                bury_order.pop(jid, None)
+        cur.refs += refs
+        self._max_id = max_id
+        self._live = live
+        self._owed += owed
 
     # --- segment lifetimes -----------------------------------------------------------------
 
@@ -1148,12 +1270,6 @@ class Binlog:
             return
         old.dependents[newer] = old.dependents.get(newer, 0) + 1
         new.pins += 1
-
-    def _unref(self, seq: int) -> None:
-        seg = self._segments[seq]
-        seg.refs -= 1
-        if seg.refs == 0:
-            self._check_dead(seg)
 
     def _check_dead(self, seg: Segment, dead_at: int | None = None) -> None:
         if seg.refs or seg.pins or seg is self._cur or seg.dead_at is not None:
@@ -1212,12 +1328,19 @@ class Binlog:
 
     def _compact(self, offset: float, budget: int) -> None:
         """Rewrite live jobs out of the oldest segments while the old segments that only
-        compaction can free hold more than twice the live data, within ``budget`` bytes."""
+        compaction can free hold more than twice the live data, within ``budget`` bytes.
+        As in ``_flush``, room is checked inline and ``_place`` called only when a record
+        may not fit as things stand."""
+        if self._old_used <= 2 * self._live or self._engine is None:
+            return  # (the usual case; and replay() sets the engine)
         batch = _Batch()
-        meta = self._meta
-        if self._engine is None:  # pragma: no cover - replay() sets it
-            return
+        parts = batch.parts
+        effects = batch.effects
+        meta_get = self._meta.get
+        bury_order = self._bury_order
         jobs = self._engine.jobs
+        limit = self.size
+        headroom = self.headroom
         try:
             while budget > 0 and self._old_used > 2 * self._live:  # (a quick upper bound)
                 budget -= 1024  # planning costs too, so that this always ends
@@ -1225,10 +1348,15 @@ class Binlog:
                 if target is None:
                     break
                 seq, ids = target
+                cur = self._current()
+                base = cur.used
+                cap = -1 if self._poisoned else cur.cap  # poisoned: every record to _place
+                pos = base + FRAME.size  # where the next record would end up
+                room = self._owed + headroom  # to be left free after the records
                 while ids and budget > 0:
                     jid = ids.pop()
                     budget -= 16  # looking costs too, so that this always ends
-                    m = meta.get(jid)
+                    m = meta_get(jid)
                     if m is None or seq not in (m >> 32, m & LOW):
                         continue
                     job = jobs.get(jid)
@@ -1236,14 +1364,26 @@ class Binlog:
                         self._complain("bug", "binlog: job %d is not in the engine", jid)
                         continue
                     size = HS + len(job.tube.name) + len(job.body)
-                    if not self._place(batch, size, owed=False, extra=self.headroom):
-                        ids.append(jid)
-                        budget = 0
-                        break
-                    stamp = self._bury_order.get(jid) or self._next_stamp()
-                    effect = (_REWRITE, jid, job, stamp, size)
-                    batch.add(_record(job, stamp, offset, True), effect, 0)
+                    end = pos + size
+                    if end > limit or end + room > cap:
+                        batch.size = pos - base if parts else 0
+                        placed = self._place(batch, size, owed=False, extra=headroom)
+                        cur = self._current()
+                        base = cur.used
+                        cap = -1 if self._poisoned else cur.cap
+                        pos = base + (batch.size or FRAME.size)
+                        room = self._owed + headroom
+                        if not placed:
+                            ids.append(jid)
+                            budget = 0
+                            break
+                        end = pos + size
+                    stamp = bury_order.get(jid) or self._next_stamp()
+                    parts += _record(job, stamp, offset)
+                    effects.append((_REWRITE, jid, job, stamp, size))
+                    pos = end
                     budget -= size
+                batch.size = pos - base if parts else 0
                 self._commit(batch)
                 if not ids:
                     self._finish_evacuation(seq)
@@ -1310,13 +1450,13 @@ class Binlog:
         else:
             ranges = _scan(buf, seg.path, report=False).ranges  # (reported at replay)
         ids: dict[int, None] = {}
-        id_at = struct.Struct("<Q").unpack_from
-        length_at = CRC.unpack_from
+        length_and_id_at = REC_LENGTH_ID.unpack_from
         for data, start, end in ranges:
             s = start
             while s < end:
-                ids[id_at(data, s + 16)[0]] = None
-                s += max(HS, length_at(data, s + 8)[0])
+                length, jid = length_and_id_at(data, s)
+                ids[jid] = None
+                s += length if length > HS else HS
         out = list(ids)
         out.reverse()
         return out

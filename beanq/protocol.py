@@ -287,9 +287,56 @@ class CommandReader:
 
     def feed(self, data: bytes) -> list[Event]:
         """Add received bytes; return every event they complete, in order."""
-        buf = self._buf
-        buf += data
         events: list[Event] = []
+        if self._buf or self._state != _Need.LINE:
+            self._buf += data
+        else:
+            # Nothing buffered (the usual case): take what is whole straight from ``data``.
+            pos = self._scan(data, events)
+            if pos == len(data):
+                return events
+            self._buf += memoryview(data)[pos:]
+        self._drain(events)
+        return events
+
+    def _scan(self, data: bytes, events: list[Event]) -> int:
+        """Parse whole commands from the start of ``data``: well-formed puts whose body is all
+        there, and other complete lines. Stop at anything else (a partial command, a put to
+        check the long way) and return where: the buffered path takes it from there."""
+        pos = 0
+        end = len(data)
+        limit = self._max_job_size
+        while pos < end:
+            eol = data.find(b"\r\n", pos, pos + MAX_LINE)
+            if eol < 0:
+                return pos
+            if data.startswith(b"put ", pos):
+                parts = data[pos + 4 : eol].split(b" ")
+                if len(parts) != 4:
+                    return pos
+                pri, delay, ttr, size = parts
+                if not (pri.isdigit() and delay.isdigit() and ttr.isdigit() and size.isdigit()):
+                    return pos
+                n = int(size)
+                start = eol + 2
+                stop = start + n
+                if n > limit or stop + 2 > end or data[stop : stop + 2] != b"\r\n":
+                    return pos
+                p, d, t = int(pri), int(delay), int(ttr)
+                if p > U32_MAX or d > U32_MAX or t > U32_MAX:
+                    return pos
+                events.append(Put(p, d, t, data[start:stop]))
+                pos = stop + 2
+                continue
+            event = self._parse_line(data[pos:eol])
+            assert event is not None  # only a put line leaves a body to read
+            events.append(event)
+            pos = eol + 2
+        return pos
+
+    def _drain(self, events: list[Event]) -> None:
+        """Parse what the buffer holds, through every state, appending to ``events``."""
+        buf = self._buf
         pos = 0
         end = len(buf)
         while pos < end:
@@ -346,7 +393,6 @@ class CommandReader:
         if not self._announced and self._state in (_Need.BODY, _Need.DISCARD_BODY):
             self._announced = True
             events.append(PutStarted(too_big=self._state == _Need.DISCARD_BODY))
-        return events
 
     def _parse_line(self, line: bytes) -> Event | None:
         """Parse one command line (without CRLF). Returns None when a body must follow."""
