@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The hot path compiled with mypyc (tools/compile.py); without a C compiler beanq runs interpreted.
+COMPILED := $(VENV)/.compiled
+HOT_MODULES := beanq/protocol.py beanq/tubes.py beanq/dispatch.py beanq/server.py
+INTERPRETED_TESTS := tests/test_protocol.py tests/test_engine.py tests/test_collector.py \
+	tests/test_server_streams.py tests/test_hardening.py
 
 SOAK_SECONDS ?= 300
 FUZZ_SECONDS ?= 300
@@ -15,27 +20,34 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)
+$(COMPILED): $(STAMP) $(HOT_MODULES) tools/compile.py
+	$(BIN)/python tools/compile.py
+	touch $(COMPILED)
+
+run: $(COMPILED)
 	$(BIN)/beanq -l 127.0.0.1 -p 11300
 
 lint: $(STAMP)
-	$(BIN)/ruff check beanq client tests bench fuzz
-	$(BIN)/ruff format --check beanq client tests bench fuzz
-	$(BIN)/mypy --strict beanq client/beanq_client bench
+	$(BIN)/ruff check beanq client tests bench fuzz tools
+	$(BIN)/ruff format --check beanq client tests bench fuzz tools
+	$(BIN)/mypy --strict beanq client/beanq_client bench tools
 
 format: $(STAMP)
-	$(BIN)/ruff format beanq client tests bench fuzz
-	$(BIN)/ruff check --fix beanq client tests bench fuzz
+	$(BIN)/ruff format beanq client tests bench fuzz tools
+	$(BIN)/ruff check --fix beanq client tests bench fuzz tools
 
-test: lint
+# Everything against the compiled build, then the in-process tests against the plain sources
+# (what runs where there is no C compiler).
+test: lint $(COMPILED)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	BEANQ_INTERPRETED=1 $(BIN)/python -m pytest -q $(INTERPRETED_TESTS)
 
-bench: $(STAMP)
+bench: $(COMPILED)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python -m bench
 
 # Minutes of mixed load, bad clients, slow readers and churn, then an audit of every job.
-soak: $(STAMP)
+soak: $(COMPILED)
 	$(BIN)/python -m tests.soak --seconds $(SOAK_SECONDS)
 
 # Coverage-guided fuzzing of the codec and dispatcher (atheris is not a dev dependency).
@@ -45,4 +57,4 @@ fuzz: $(STAMP)
 	$(BIN)/python fuzz/fuzz_codec.py -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=fuzz/crashes/ fuzz/corpus
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build beanq/*.so

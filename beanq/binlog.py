@@ -443,7 +443,7 @@ class _Replay:
         from_disk = _FROM_DISK
         make_job = Job
         new_job = Job.__new__
-        fast = frozenset(Job.__slots__) == _JOB_SLOTS
+        fast = frozenset(getattr(Job, "__slots__", ())) == _JOB_SLOTS  # (compiled: no slots)
         max_id = self.max_id
         max_stamp = self.max_stamp
         live = self.live

@@ -26,7 +26,7 @@ Where beanstalkd answers BAD_FORMAT for a command name with junk after it (``res
 from __future__ import annotations
 
 import re
-from typing import Final, NamedTuple
+from typing import ClassVar, Final, NamedTuple
 
 MAX_LINE: Final = 224  # a command line including its CRLF, as beanstalkd's LINE_BUF_SIZE
 MAX_TUBE_NAME: Final = 200
@@ -69,23 +69,27 @@ NOT_IGNORED: Final = b"NOT_IGNORED\r\n"
 
 
 class _Record:
+    # The field names, for equality, hashing and repr. Not read from ``__slots__``: a compiled
+    # build (mypyc) has no ``__slots__`` at run time.
+    _fields: ClassVar[tuple[str, ...]] = ()
     __slots__: tuple[str, ...] = ()
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and all(
-            getattr(self, k) == getattr(other, k) for k in self.__slots__
+            getattr(self, k) == getattr(other, k) for k in self._fields
         )
 
     def __hash__(self) -> int:
-        return hash(tuple(getattr(self, k) for k in self.__slots__))
+        return hash(tuple(getattr(self, k) for k in self._fields))
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._fields)
         return f"{type(self).__name__}({fields})"
 
 
 class Put(_Record):
-    __slots__ = ("body", "delay", "pri", "ttr")
+    _fields = ("body", "delay", "pri", "ttr")
+    __slots__ = _fields
 
     def __init__(self, pri: int, delay: int, ttr: int, body: bytes) -> None:
         self.pri = pri
@@ -95,7 +99,8 @@ class Put(_Record):
 
 
 class Reserve(_Record):
-    __slots__ = ("timeout",)
+    _fields = ("timeout",)
+    __slots__ = _fields
 
     def __init__(self, timeout: int | None) -> None:
         self.timeout = timeout  # None: block forever (plain ``reserve``)
@@ -104,7 +109,8 @@ class Reserve(_Record):
 class JobCommand(_Record):
     """A command whose only argument is a job id; ``name`` says which."""
 
-    __slots__ = ("id", "name")
+    _fields = ("id", "name")
+    __slots__ = _fields
 
     def __init__(self, name: str, id: int) -> None:
         self.name = name  # peek, delete, touch, kick-job, stats-job, reserve-job
@@ -112,7 +118,8 @@ class JobCommand(_Record):
 
 
 class Release(_Record):
-    __slots__ = ("delay", "id", "pri")
+    _fields = ("delay", "id", "pri")
+    __slots__ = _fields
 
     def __init__(self, id: int, pri: int, delay: int) -> None:
         self.id = id
@@ -121,7 +128,8 @@ class Release(_Record):
 
 
 class Bury(_Record):
-    __slots__ = ("id", "pri")
+    _fields = ("id", "pri")
+    __slots__ = _fields
 
     def __init__(self, id: int, pri: int) -> None:
         self.id = id
@@ -129,7 +137,8 @@ class Bury(_Record):
 
 
 class Kick(_Record):
-    __slots__ = ("bound",)
+    _fields = ("bound",)
+    __slots__ = _fields
 
     def __init__(self, bound: int) -> None:
         self.bound = bound
@@ -138,7 +147,8 @@ class Kick(_Record):
 class TubeCommand(_Record):
     """A command whose only argument is a tube name: use, watch, ignore, stats-tube."""
 
-    __slots__ = ("name", "tube")
+    _fields = ("name", "tube")
+    __slots__ = _fields
 
     def __init__(self, name: str, tube: bytes) -> None:
         self.name = name
@@ -146,7 +156,8 @@ class TubeCommand(_Record):
 
 
 class PauseTube(_Record):
-    __slots__ = ("delay", "tube")
+    _fields = ("delay", "tube")
+    __slots__ = _fields
 
     def __init__(self, tube: bytes, delay: int) -> None:
         self.tube = tube
@@ -157,7 +168,8 @@ class Simple(_Record):
     """A command without arguments: peek-ready, peek-delayed, peek-buried, stats, list-tubes,
     list-tube-used, list-tubes-watched, quit."""
 
-    __slots__ = ("name",)
+    _fields = ("name",)
+    __slots__ = _fields
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -168,7 +180,8 @@ class PutStarted(_Record):
     makes the job (using up an id) at this point, so the dispatcher does the same; a put whose
     body comes in the same read needs no such event."""
 
-    __slots__ = ("too_big",)
+    _fields = ("too_big",)
+    __slots__ = _fields
 
     def __init__(self, too_big: bool) -> None:
         self.too_big = too_big
@@ -181,7 +194,8 @@ class Invalid(_Record):
     the input (a too-big ``put`` still counts as a put), and ``producer`` says whether the
     connection became a producer before the rejection."""
 
-    __slots__ = ("counted", "producer", "reply")
+    _fields = ("counted", "producer", "reply")
+    __slots__ = _fields
 
     def __init__(self, reply: bytes, counted: str | None = None, producer: bool = False) -> None:
         self.reply = reply
@@ -520,7 +534,7 @@ class ReplyReader:
         self._buf = bytearray()
         self._head: tuple[str, tuple[str, ...], int] | None = None
 
-    def feed(self, data: bytes) -> list[Reply]:
+    def feed(self, data: bytes | bytearray) -> list[Reply]:
         buf = self._buf
         buf += data
         replies: list[Reply] = []
@@ -633,10 +647,13 @@ def encode_simple(name: str) -> bytes:
 # --- YAML bodies of stats and list replies ------------------------------------------------------
 
 
-class Bare(str):
+class Bare:
     """A string value written into YAML without quotes (beanstalkd's ``id`` and rusage)."""
 
-    __slots__ = ()
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
 def yaml_dict(items: list[tuple[str, object]]) -> bytes:
@@ -647,7 +664,7 @@ def yaml_dict(items: list[tuple[str, object]]) -> bytes:
         if isinstance(value, bool):
             text = "true" if value else "false"
         elif isinstance(value, Bare):
-            text = value
+            text = value.text
         elif isinstance(value, str):
             text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
         else:

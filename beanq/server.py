@@ -268,8 +268,8 @@ class _Syncer:
         self.busy = False  # an fsync was asked for and its completion not yet taken
         self.synced_seq = 0  # written batches that the last finished fsync covers
         self._asks: queue.SimpleQueue[int | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="fsync", daemon=True)
-        self._thread.start()
+        self._worker = threading.Thread(target=self._run, name="fsync", daemon=True)
+        self._worker.start()
 
     def ask(self, seq: int) -> None:
         """fsync everything written so far: batches up to ``seq``."""
@@ -294,7 +294,7 @@ class _Syncer:
 
     def close(self) -> None:
         self._asks.put(None)
-        self._thread.join()
+        self._worker.join()
         os.close(self.fd)
 
 

@@ -37,7 +37,7 @@ import heapq
 import itertools
 import operator
 from collections import OrderedDict
-from typing import Final
+from typing import Any, Final
 
 URGENT_THRESHOLD: Final = 1024
 SAFETY_MARGIN: Final = 1.0  # seconds before a TTR deadline when a waiting worker is warned
@@ -69,7 +69,10 @@ class Notice(enum.Enum):
 
 
 # A heap entry: (key1, key2, item). Ready: (pri, id, job). Timers: (when, id or -n, item).
-Entry = tuple[float, int, "Job | Session | Tube"]
+# Typed as a tuple of any length so that the compiled build (mypyc) keeps each entry the same
+# Python object: it unpacks fixed-length tuples into C structs, and then ``item.entry is entry``
+# (how a live entry is told from a stale one) would never hold.
+Entry = tuple[Any, ...]
 
 
 class Job:
@@ -107,7 +110,7 @@ class Job:
         self.created = now
         self.deadline = 0.0  # delayed: when it becomes ready; reserved: when its TTR ends
         self.reserver: Session | None = None
-        self.entry: tuple[object, ...] | None = None
+        self.entry: Entry | None = None
         self.reserves = 0
         self.timeouts = 0
         self.releases = 0
@@ -180,8 +183,8 @@ class Tube:
 
     def __init__(self, name: bytes) -> None:
         self.name = name
-        self.ready: list[tuple[int, int, Job]] = []  # heap of (pri, id, job)
-        self.delayed: list[tuple[float, int, Job]] = []  # heap of (deadline, id, job)
+        self.ready: list[Entry] = []  # heap of (pri, id, job)
+        self.delayed: list[Entry] = []  # heap of (deadline, id, job)
         self.buried: OrderedDict[int, Job] = OrderedDict()
         self.stale = 0  # stale entries in ready + delayed
         self.pos = 0  # index in Engine.tube_order
@@ -227,7 +230,7 @@ class Session:
         self.reserved: dict[int, Job] = {}
         # TTR entries of the held jobs, a heap with lazy deletion, for DEADLINE_SOON checks
         # that cost O(log n) rather than a scan of every held job
-        self.deadlines: list[tuple[float, int, Job]] = []
+        self.deadlines: list[Entry] = []  # (deadline, id, job)
         self.waiting = False
         self.timeout_at: float | None = None  # when a blocked reserve-with-timeout gives up
         self.entry: Entry | None = None  # the session's wake-up timer while waiting
@@ -610,8 +613,9 @@ class Engine:
         tube = s.use
         while tube.delayed:
             entry = tube.delayed[0]
-            if entry[2].entry is entry:
-                return entry[2]
+            job: Job = entry[2]
+            if job.entry is entry:
+                return job
             heapq.heappop(tube.delayed)
             tube.stale -= 1
         return None
@@ -634,8 +638,9 @@ class Engine:
             return True
         tube.paused_until = now + delay
         self._hot.pop(tube, None)
-        tube.entry = (now + delay, next(self._timer_seq), tube)
-        heapq.heappush(self.timers, tube.entry)
+        entry: Entry = (now + delay, next(self._timer_seq), tube)
+        tube.entry = entry
+        heapq.heappush(self.timers, entry)
         return True
 
     def _unpause(self, tube: Tube) -> None:
@@ -724,7 +729,8 @@ class Engine:
             entry = heap[0]
             job = entry[2]
             if job.entry is entry and job.reserver is s:
-                return entry[0]
+                deadline: float = entry[0]
+                return deadline
             heapq.heappop(heap)
 
     def _schedule_session(self, s: Session) -> None:
@@ -737,8 +743,9 @@ class Engine:
         if when is None:
             s.entry = None
             return
-        s.entry = (when, next(self._timer_seq), s)
-        heapq.heappush(self.timers, s.entry)
+        entry: Entry = (when, next(self._timer_seq), s)
+        s.entry = entry
+        heapq.heappush(self.timers, entry)
 
     def cancel_wait(self, s: Session) -> bool:
         """The client half-closed while blocked: end the reserve with TIMED_OUT."""
@@ -774,8 +781,9 @@ class Engine:
         heap = tube.ready
         while True:
             entry = heap[0]
-            if entry[2].entry is entry:
-                return entry[2]
+            job: Job = entry[2]
+            if job.entry is entry:
+                return job
             heapq.heappop(heap)
             tube.stale -= 1
 
@@ -783,7 +791,7 @@ class Engine:
         tube = job.tube
         job.state = State.READY
         job.reserver = None
-        entry = (job.pri, job.id, job)
+        entry: Entry = (job.pri, job.id, job)
         job.entry = entry
         heapq.heappush(tube.ready, entry)
         tube.ready_count += 1
@@ -814,7 +822,7 @@ class Engine:
         job.state = State.DELAYED
         job.reserver = None
         job.deadline = deadline
-        entry = (deadline, job.id, job)
+        entry: Entry = (deadline, job.id, job)
         job.entry = entry
         heapq.heappush(job.tube.delayed, entry)
         heapq.heappush(self.timers, entry)
@@ -865,7 +873,7 @@ class Engine:
 
     def _set_ttr_timer(self, job: Job, deadline: float) -> None:
         job.deadline = deadline
-        entry = (deadline, job.id, job)
+        entry: Entry = (deadline, job.id, job)
         job.entry = entry
         heapq.heappush(self.timers, entry)
         assert job.reserver is not None

@@ -32,6 +32,7 @@ from beanq import protocol as p
 from beanq.dispatch import Connection, HostInfo, Hub
 from beanq.tubes import URGENT_THRESHOLD, Engine, State
 from tests import soak
+from tests.conftest import BEANQ, HOT_MODULES
 from tests.servers import ServerProcess, free_port, spawn_beanq, wait_until_accepting
 from tests.soak import Client, cpu_seconds, rss_kib, stats_problems
 
@@ -413,19 +414,18 @@ def test_dispatcher_survives_any_input(ops: list[Op], max_job_size: int) -> None
     HubDriver(max_job_size).run(ops)
 
 
-def test_dispatcher_bug_costs_one_reply(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dispatcher_bug_costs_one_reply() -> None:
     """A bug in one command: INTERNAL_ERROR for it, a logged traceback, and nothing else."""
 
-    def broken(self: Engine, job_id: int, now: float) -> bool:
+    def broken(job: object) -> int:
         raise RuntimeError("injected bug")
 
-    monkeypatch.setattr(Engine, "kick_job", broken)
-    hub = Hub(Engine(0.0), HOST)
+    hub = Hub(Engine(0.0), HOST, job_file=broken)  # (stats-job asks it for the binlog file)
     conn = hub.open()
     errors = _Errors()
     logging.getLogger("beanq").addHandler(errors)
     try:
-        conn.receive(b"put 0 0 1 1\r\nx\r\nkick-job 1\r\npeek 1\r\n", 0.0)
+        conn.receive(b"put 0 0 1 1\r\nx\r\nstats-job 1\r\npeek 1\r\n", 0.0)
     finally:
         logging.getLogger("beanq").removeHandler(errors)
     replies = p.ReplyReader().feed(b"".join(conn.out))
@@ -436,11 +436,26 @@ def test_dispatcher_bug_costs_one_reply(monkeypatch: pytest.MonkeyPatch) -> None
 # --- real servers: helpers -----------------------------------------------------------------------
 
 
+# Bugs are planted by replacing methods, which compiled (mypyc) code does not look up: a process
+# that gets them imports the hot modules from their sources (see tests/conftest.py).
+INTERPRETED = f"""
+import importlib.util, sys
+class _SourcesFirst:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        package, _, module = name.rpartition(".")
+        if package == "beanq" and module in {HOT_MODULES!r}:
+            return importlib.util.spec_from_file_location(name, {str(BEANQ)!r} + f"/{{module}}.py")
+sys.meta_path.insert(0, _SourcesFirst)
+"""
+
+
 @contextlib.contextmanager
 def spawn_patched(code: str, *args: str) -> Iterator[tuple[str, int, ServerProcess]]:
     """A beanq process that runs ``code`` (to plant a bug, or lower a limit) before ``main``."""
     port = free_port()
-    script = f"{code}\nimport sys\nfrom beanq.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    main = "import sys\nfrom beanq.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    script = f"{INTERPRETED}\n{code}\n{main}"
     argv = [sys.executable, "-c", script, "-l", "127.0.0.1", "-p", str(port), *args]
     with tempfile.TemporaryDirectory(prefix="beanq-hardening-") as tmp:
         proc = ServerProcess(argv, Path(tmp) / "server.log")
@@ -666,6 +681,7 @@ def test_codec_bug_costs_one_connection_at_most() -> None:
         time.sleep(0.3)
         assert proc.poll() is None, proc.describe()
         assert round_trip(other) < 2.0
+        assert "planted bug in the codec" in proc.output()
 
 
 # --- real servers: slow readers, hung-up clients, slowloris ---------------------------------------

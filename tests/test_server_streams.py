@@ -191,17 +191,16 @@ async def test_job_too_big_keeps_the_connection() -> None:
         assert await c.reply() == p.Reply("INSERTED", ("1",))
 
 
-async def test_a_bug_in_one_command_is_internal_error_not_a_crash(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_bug_in_one_command_is_internal_error_not_a_crash() -> None:
     async with running() as (hub, connect):
         c = connect()
 
-        def broken(*args: object) -> None:
+        def broken(job: object) -> int:
             raise RuntimeError("boom")
 
-        monkeypatch.setattr(hub.engine, "kick", broken)
-        assert await c.ask(b"kick 1\r\n") == p.Reply("INTERNAL_ERROR")
+        hub.job_file = broken  # stats-job asks it for the job's binlog file
+        assert (await c.ask(b"put 0 0 5 1\r\nx\r\n")).word == "INSERTED"
+        assert await c.ask(b"stats-job 1\r\n") == p.Reply("INTERNAL_ERROR")
         assert await c.ask(b"list-tube-used\r\n") == p.Reply("USING", ("default",))
 
 
