@@ -393,10 +393,15 @@ class EpollLoop:
         if count > self._jobs_peak:
             self._jobs_peak = count
         elif count * 8 < self._jobs_peak and self._jobs_peak - count >= BURST_JOBS:
+            started = time.perf_counter()
             engine.shrink()
             collect_survivors(everything=True)
             _malloc_trim()
-            log.info("released memory after a burst of %d jobs", self._jobs_peak)
+            log.info(
+                "released memory after a burst of %d jobs (%.0f ms)",
+                self._jobs_peak,
+                (time.perf_counter() - started) * 1000,
+            )
             self._jobs_peak = count
 
     def poll(self, timeout: float) -> None:

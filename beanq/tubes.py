@@ -767,13 +767,15 @@ class Engine:
                 tube.waiting.remove(s)
 
     def _compact_timers(self) -> None:
-        """Drop stale timer entries once they outnumber live ones (long TTRs, many touches)."""
+        """Drop stale timer entries once they outnumber live ones. Checked whenever a timer is
+        added: a stale entry keeps its deleted job (and body) alive until then, and a drain of
+        a million reserved-then-deleted jobs would otherwise hold them all until their TTRs."""
         timers = self.timers
         if len(timers) > 64 and len(timers) > 2 * (
             self.delayed_count + self.reserved_count + self.waiting_count + len(self.tubes)
         ):
-            self.timers = [e for e in timers if e[2].entry is e]
-            heapq.heapify(self.timers)
+            timers[:] = [e for e in timers if e[2].entry is e]  # (in place: tick holds it)
+            heapq.heapify(timers)
 
     # --- state transitions -------------------------------------------------------------------
 
@@ -828,6 +830,7 @@ class Engine:
         heapq.heappush(self.timers, entry)
         job.tube.delayed_count += 1
         self.delayed_count += 1
+        self._compact_timers()
 
     def _make_buried(self, job: Job) -> None:
         job.state = State.BURIED
@@ -878,6 +881,7 @@ class Engine:
         heapq.heappush(self.timers, entry)
         assert job.reserver is not None
         heapq.heappush(job.reserver.deadlines, entry)
+        self._compact_timers()
 
     def _unreserve(self, s: Session, job: Job) -> None:
         del s.reserved[job.id]

@@ -405,6 +405,25 @@ def test_stale_heap_entries_do_not_accumulate() -> None:
     assert len(e.timers) < 100
 
 
+def test_draining_reserved_jobs_leaves_no_timers_holding_them() -> None:
+    """Reserve and delete thousands of jobs whose TTR is long: without a timer firing, the
+    stale TTR entries (each holding its deleted job and body) must still be dropped."""
+    e = Engine(0.0)
+    producer, worker = e.connect(), e.connect()
+    for _ in range(5000):
+        e.put(producer, 0, 0, 3600, b"x" * 100, 0.0)
+    for _ in range(5000):
+        job = e.reserve(worker, 0, 1.0)
+        assert isinstance(job, Job)
+        assert e.delete(worker, job.id)
+    assert not e.jobs
+    assert len(e.timers) <= 64
+    for _ in range(500):  # delays too: put delayed, kick, delete
+        job = e.put(producer, 0, 3600, 60, b"y", 2.0)
+        assert e.kick_job(job.id, 2.0) and e.delete(producer, job.id)
+    assert len(e.timers) <= 64
+
+
 def test_deadline_checks_do_not_scan_every_held_job() -> None:
     """A worker holding thousands of jobs: each reserve looks at the soonest deadline through
     a heap, and the heap stays proportional to what is held."""
