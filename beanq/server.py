@@ -822,6 +822,8 @@ async def _periodic_sync(journal: Journal, period: float) -> None:
 
 STALL_RETRY = 0.1  # seconds between retries of binlog writes the disk refused
 CHECKPOINT_INTERVAL = 0.005  # how often the loop lets trio's other tasks run, at most
+SPIN = 50e-6  # how long the loop polls without sleeping after input
+SPIN_BACKOFF_MAX = 64  # after fruitless spins, spin again only every this many wake-ups
 
 
 async def _epoll_forever(loop: EpollLoop) -> None:
@@ -833,11 +835,32 @@ async def _epoll_forever(loop: EpollLoop) -> None:
     epoll = loop.epoll
     clock = loop.clock
     checkpointed = clock()
+    busy = False
+    skip = 0  # wake-ups to go before spinning again, after spins that found nothing
+    backoff = 1
     while True:
         when = loop.next_deadline()
         now = clock()
-        timeout = 0.05 if when is None else min(0.05, max(0.0, when - now))
-        events = epoll.poll(timeout)
+        events: list[tuple[int, int]] = []
+        if busy and not skip:
+            # Input came a moment ago: poll for a few microseconds more before sleeping, so
+            # that clients keeping requests coming find the loop awake (putting the process
+            # to sleep and waking it costs more than these polls). Spins that find nothing
+            # are tried less and less often, so sparse traffic costs next to no CPU.
+            spin_until = now + SPIN
+            while not events and clock() < spin_until:
+                events = epoll.poll(0)
+            if events:
+                backoff = 1
+            else:
+                skip = backoff
+                backoff = min(backoff * 2, SPIN_BACKOFF_MAX)
+        elif skip and busy:
+            skip -= 1
+        if not events:
+            timeout = 0.05 if when is None else min(0.05, max(0.0, when - clock()))
+            events = epoll.poll(timeout)
+        busy = bool(events)
         if events:
             loop.step(events)
         now = clock()
