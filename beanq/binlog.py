@@ -87,7 +87,7 @@ from typing import Final, NamedTuple
 
 from beanq import binlog_v7
 from beanq.dispatch import BinlogStats
-from beanq.tubes import Engine, Job, State, Tube
+from beanq.tubes import Engine, Job, State, Tube, restored_job
 
 log = logging.getLogger("beanq")
 
@@ -441,7 +441,7 @@ class _Replay:
         tubes = self.tubes
         offset = self.offset
         from_disk = _FROM_DISK
-        make_job = Job
+        make_job = restored_job
         new_job = Job.__new__
         fast = frozenset(getattr(Job, "__slots__", ())) == _JOB_SLOTS  # (compiled: no slots)
         max_id = self.max_id
@@ -492,7 +492,7 @@ class _Replay:
                         tube = tubes[name] = Tube(name)
                     if fast:
                         # Job.__init__ by hand: a third of the cost of calling it
-                        job = new_job(make_job)
+                        job = new_job(Job)
                         job.id = jid
                         job.pri = pri
                         job.delay = delay
@@ -509,17 +509,19 @@ class _Replay:
                         job.releases = rl
                         job.buries = bu
                         job.kicks = ki
-                    else:
+                    else:  # (a compiled Job: one call that sets everything)
                         job = make_job(
-                            jid, pri, delay, ttr, buf[b + tlen : s + length], tube, created + offset
+                            jid,
+                            pri,
+                            delay,
+                            ttr,
+                            buf[b + tlen : s + length],
+                            tube,
+                            from_disk[state],
+                            created + offset,
+                            deadline + offset if deadline else 0.0,
+                            (rs, to, rl, bu, ki),
                         )
-                        job.state = from_disk[state]
-                        job.deadline = deadline + offset if deadline else 0.0
-                        job.reserves = rs
-                        job.timeouts = to
-                        job.releases = rl
-                        job.buries = bu
-                        job.kicks = ki
                     if state == D_BURIED:
                         order[jid] = stamp
                     jobs[jid] = job

@@ -676,7 +676,7 @@ def yaml_dict(items: list[tuple[str, object]]) -> bytes:
 def yaml_list(names: list[bytes]) -> bytes:
     """A tube list body, unquoted like beanstalkd's (tube names cannot need quoting in a
     YAML sequence: their character set has no ': ' or '#')."""
-    return b"---\n" + b"".join(b"- " + name + b"\n" for name in names)
+    return b"---\n" + b"".join([b"- " + name + b"\n" for name in names])
 
 
 def ok_reply(body: bytes) -> bytes:

@@ -25,8 +25,13 @@ def clean() -> None:
 
 
 def compile_modules() -> None:
+    import warnings
+
     from mypyc.build import mypycify
     from setuptools import setup
+
+    # setuptools reads pyproject.toml here too, and calls its [tool.setuptools] table beta
+    warnings.filterwarnings("ignore", message=".*tool.setuptools.*")
 
     setup(
         name="beanq-compiled",
