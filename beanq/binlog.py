@@ -1303,8 +1303,8 @@ class Binlog:
                     pass
                 except OSError as exc:
                     log.error("binlog: cannot remove %s: %s", seg.path, exc.strerror)
-            if self.fsync:
-                self._fsync_dir()
+            if self.fsync and not self._fsync_dir():
+                return  # the unlinks may not be durable: keep the newer segments pinned
             with self._lock:
                 for seg in victims:
                     for newer, count in seg.dependents.items():
@@ -1313,18 +1313,20 @@ class Binlog:
                             other.pins -= count
                             self._check_dead(other)
 
-    def _fsync_dir(self) -> None:
+    def _fsync_dir(self) -> bool:
         try:
             fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             log.error("binlog: cannot open %s: %s", self.directory, exc.strerror)
-            return
+            return False
         try:
             os.fsync(fd)
         except OSError as exc:
             log.error("binlog: fsync %s: %s", self.directory, exc.strerror)
+            return False
         finally:
             os.close(fd)
+        return True
 
     # --- compaction ------------------------------------------------------------------------
 
@@ -1465,14 +1467,15 @@ class Binlog:
 
     # --- syncing ---------------------------------------------------------------------------
 
-    def sync(self) -> None:
+    def sync(self) -> bool:
         """fsync what was written (and the directory if a segment was created), then unlink
         the segments that this made obsolete. Safe to call from a worker thread while the
-        event loop calls ``write``."""
+        event loop calls ``write``. False when an fsync failed: what was written before the
+        call may not be on disk, and replies that wait for it must go on waiting."""
         with self._sync_lock:
             with self._lock:
                 if self._closed:
-                    return
+                    return False
                 position = self._appended
                 rolled = self._rolled
                 self._rolled = []
@@ -1488,14 +1491,17 @@ class Binlog:
                 with self._lock:
                     self._rolled = rolled + self._rolled
                     self._dir_dirty = self._dir_dirty or dir_dirty
-                return
+                return False
             for old in rolled:
                 os.close(old)
-            if dir_dirty:
-                self._fsync_dir()
+            if dir_dirty and not self._fsync_dir():
+                with self._lock:
+                    self._dir_dirty = True
+                return False
             with self._lock:
                 self._synced = max(self._synced, position)
             self._collect(position)
+            return True
 
     # --- reporting -------------------------------------------------------------------------
 

@@ -88,7 +88,7 @@ class Journal(Protocol):
     @property
     def unsynced(self) -> bool: ...
 
-    def sync(self) -> None: ...
+    def sync(self) -> bool: ...
 
     @property
     def stalled(self) -> bool: ...
@@ -266,7 +266,8 @@ class _Syncer:
         self.journal = journal
         self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.busy = False  # an fsync was asked for and its completion not yet taken
-        self.synced_seq = 0  # written batches that the last finished fsync covers
+        self.synced_seq = 0  # written batches that the last successful fsync covers
+        self.failed = False  # the last fsync failed: nothing new is durable
         self._asks: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._run, name="fsync", daemon=True)
         self._worker.start()
@@ -286,10 +287,13 @@ class _Syncer:
     def _run(self) -> None:
         while (seq := self._asks.get()) is not None:
             try:
-                self.journal.sync()
+                ok = self.journal.sync()
             except Exception:
                 log.exception("internal error in fsync")
-            self.synced_seq = seq
+                ok = False
+            if ok:
+                self.synced_seq = seq
+            self.failed = not ok
             os.eventfd_write(self.fd, 1)
 
     def close(self) -> None:
@@ -555,6 +559,11 @@ class EpollLoop:
         """An fsync ended: send the replies it covers, and start the next one if more wait."""
         assert self._syncer is not None and self.journal is not None
         seq = self._syncer.done()
+        if self._syncer.failed:
+            # The disk refused the fsync (logged by the binlog): the replies keep waiting, and
+            # the fsync is tried again after a pause rather than in a loop.
+            self._retry_at = self.clock() + STALL_RETRY
+            return
         if not self.journal.stalled:
             self._release(seq)
         if self._held:

@@ -248,3 +248,43 @@ def test_a_full_filesystem(tmp_path: Path) -> None:
             with Wire(host, port) as w:
                 assert set(jobs_of(w, range(1, max(kept) + 2))) == kept
             assert "corrupt" not in proc.output()
+
+
+# --- a failing fsync --------------------------------------------------------------------------
+
+FAILING_FSYNC = """
+import os
+_fsync = os.fsync
+def fsync(fd):
+    if os.path.exists({flag!r}):
+        raise OSError(5, "Input/output error (injected)")
+    return _fsync(fd)
+os.fsync = fsync
+"""
+
+
+def test_with_f0_no_reply_goes_out_while_fsync_fails(tmp_path: Path) -> None:
+    """-f 0 promises a reply only once the record is on disk: while fsync fails, a put waits
+    (the failure is logged, and retried), and it is answered once an fsync succeeds."""
+    from tests.test_hardening import spawn_patched
+
+    flag = tmp_path / "fail-fsync"
+    binlog = tmp_path / "binlog"
+    binlog.mkdir()
+    code = FAILING_FSYNC.format(flag=str(flag))
+    with spawn_patched(code, "-b", str(binlog), "-f", "0") as (host, port, proc):
+        with Wire(host, port, timeout=5) as wire:
+            assert wire.put(b"before") == 1
+            flag.touch()
+            wire.send(b"put 0 0 60 6", b"during")
+            wire.sock.settimeout(0.6)
+            with pytest.raises(TimeoutError):
+                wire.reply()  # nothing is on disk, so nothing is promised
+            wire.sock.settimeout(5)
+            flag.unlink()
+            started = time.monotonic()
+            assert wire.reply() == (b"INSERTED 2", None)
+            assert time.monotonic() - started < 2.0
+        time.sleep(0.1)
+        assert "binlog: fsync failed: Input/output error (injected)" in proc.output()
+        assert proc.poll() is None
