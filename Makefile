@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The hot path compiled with mypyc (tools/compile.py); without a C compiler beanq runs interpreted.
 COMPILED := $(VENV)/.compiled
-HOT_MODULES := beanq/protocol.py beanq/tubes.py beanq/dispatch.py beanq/server.py
+HOT_MODULES := beanq/protocol.py beanq/tubes.py beanq/dispatch.py beanq/server.py beanq/binlog.py
 INTERPRETED_TESTS := tests/test_protocol.py tests/test_engine.py tests/test_collector.py \
-	tests/test_server_streams.py tests/test_hardening.py
+	tests/test_server_streams.py tests/test_hardening.py tests/test_binlog.py
 
 SOAK_SECONDS ?= 300
 FUZZ_SECONDS ?= 300

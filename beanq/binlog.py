@@ -83,6 +83,7 @@ import threading
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from typing import Final, NamedTuple
 
 from beanq import binlog_v7
@@ -566,6 +567,16 @@ _LOCKED: set[str] = set()  # directories locked by this process (fcntl locks do 
 _LOCKED_GUARD = threading.Lock()
 
 
+def _allocate(fd: int, offset: int, length: int) -> None:
+    """Reserve disk blocks, so that later writes into them cannot fail for lack of space."""
+    try:
+        os.posix_fallocate(fd, offset, length)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        # Not supported here: the room is not reserved, but writes may still succeed.
+
+
 def _lock_dir(directory: str) -> tuple[int, str]:
     """Lock ``DIR/lock`` as beanstalkd does (an fcntl write lock on the whole file)."""
     failure = BinlogError(f"failed to lock wal dir {directory}", 10)
@@ -610,6 +621,10 @@ class Binlog:
         self.headroom = min(64 << 10, self.size // 8)  # room kept for state changes
         self._lock = threading.Lock()  # the segment table, the current segment, the counters
         self._sync_lock = threading.Lock()  # one sync() at a time
+        # How blocks are reserved and bytes written: attributes, not methods, so that tests can
+        # simulate a full or failing disk on a compiled binlog too.
+        self.allocate: Callable[[int, int, int], None] = _allocate
+        self.pwrite: Callable[[int, list[bytes], int], int] = os.pwritev
         self._segments: dict[int, Segment] = {}  # by seq, oldest first
         self._cur: Segment | None = None
         self._next_seq = 1
@@ -848,26 +863,13 @@ class Binlog:
         target = max(need, cur.cap + min(EXTEND_STEP, self.size // 4))
         target = -(-target // PAGE) * PAGE
         try:
-            self._allocate(cur.fd, cur.cap, target - cur.cap)
+            self.allocate(cur.fd, cur.cap, target - cur.cap)
         except OSError as exc:
             self._complain("space", "binlog: cannot preallocate %s: %s", cur.path, exc)
             return False
         cur.cap = target
         self._relieved("space", "binlog: disk space is available again")
         return True
-
-    def _allocate(self, fd: int, offset: int, length: int) -> None:
-        """Reserve disk blocks (a seam for tests that simulate a full disk)."""
-        try:
-            os.posix_fallocate(fd, offset, length)
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                raise
-            # Not supported here: the room is not reserved, but writes may still succeed.
-
-    def _pwrite(self, fd: int, parts: list[bytes], offset: int) -> int:
-        """Write at ``offset`` (a seam for tests that simulate failing writes)."""
-        return os.pwritev(fd, parts, offset)
 
     def _create(self, room: int) -> Segment:
         """A new current segment, preallocated with ``room`` bytes after its header."""
@@ -876,9 +878,9 @@ class Binlog:
         cap = max(self.size, -(-(SEG_HEADER.size + room) // PAGE) * PAGE)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            self._allocate(fd, 0, cap)
+            self.allocate(fd, 0, cap)
             header = _header(self._max_id, self._stamp)
-            if self._pwrite(fd, [header], 0) != len(header):
+            if self.pwrite(fd, [header], 0) != len(header):
                 raise OSError(errno.ENOSPC, "short write")
         except OSError:
             os.close(fd)
@@ -1156,7 +1158,7 @@ class Binlog:
         head = FRAME.pack(FRAME_MAGIC, len(body), zlib.crc32(body))
         total = FRAME.size + len(body)
         try:
-            written = self._pwrite(cur.fd, [head, body], cur.used)
+            written = self.pwrite(cur.fd, [head, body], cur.used)
             if written != total:
                 raise OSError(errno.ENOSPC, f"short write ({written} of {total} bytes)")
         except OSError:
@@ -1175,7 +1177,7 @@ class Binlog:
         """After a failed write, zero what may have reached the file, so that a replay
         cannot find records that were never acknowledged as written."""
         try:
-            if self._pwrite(cur.fd, [bytes(size)], cur.used) == size:
+            if self.pwrite(cur.fd, [bytes(size)], cur.used) == size:
                 return
         except OSError as exc:
             log.error("binlog: cannot clear a failed write in %s: %s", cur.path, exc)

@@ -16,7 +16,7 @@ from types import ModuleType
 import pytest
 
 BEANQ = Path(__file__).resolve().parent.parent / "beanq"
-HOT_MODULES = ("protocol", "tubes", "dispatch", "server")
+HOT_MODULES = ("protocol", "tubes", "dispatch", "server", "binlog")
 
 
 class _SourcesFirst(importlib.abc.MetaPathFinder):

@@ -41,16 +41,14 @@ class Rig:
         fsync: bool = True,
         now: float = 500.0,
         wall: float = WALL0,
-        cls: type[bl.Binlog] = bl.Binlog,
     ) -> None:
         self.path = path
         self.segment_size = segment_size
         self.fsync = fsync
-        self.cls = cls
         self.now = now
         self.wall = wall
         self.engine = Engine(now)
-        self.log = cls.open(str(path), segment_size=segment_size, fsync=fsync)
+        self.log = bl.Binlog.open(str(path), segment_size=segment_size, fsync=fsync)
         self.log.replay(self.engine, now, wall)
         self.s = self.engine.connect()
 
@@ -118,7 +116,6 @@ class Rig:
         options: dict[str, object] = {
             "segment_size": self.segment_size,
             "fsync": self.fsync,
-            "cls": self.cls,
             "now": 90_000.0 + self.now,  # a new boot: the monotonic clock is unrelated
             "wall": self.wall + later,
         }
@@ -431,25 +428,29 @@ def test_damage_in_an_old_segment_keeps_later_segments(
 # --- space ---------------------------------------------------------------------------------------
 
 
-class FullDisk(bl.Binlog):
-    """A binlog whose disk can be made full (no new blocks) or failing (writes fail)."""
+class FaultyDisk:
+    """Makes a binlog's disk full (no new blocks) or failing (writes fail), through its
+    ``allocate`` and ``pwrite``."""
 
-    full = False
-    failing = 0  # the next N writes fail with EIO
+    def __init__(self, log: bl.Binlog) -> None:
+        self.full = False
+        self.failing = 0  # the next N writes fail with EIO
+        self._allocate, self._pwrite = log.allocate, log.pwrite
+        log.allocate, log.pwrite = self.allocate, self.pwrite
 
-    def _allocate(self, fd: int, offset: int, length: int) -> None:
+    def allocate(self, fd: int, offset: int, length: int) -> None:
         if self.full:
             raise OSError(errno.ENOSPC, "No space left on device")
-        super()._allocate(fd, offset, length)
+        self._allocate(fd, offset, length)
 
-    def _pwrite(self, fd: int, parts: list[bytes], offset: int) -> int:
+    def pwrite(self, fd: int, parts: list[bytes], offset: int) -> int:
         if self.failing:
             self.failing -= 1
             # half of it reaches the file, as a torn write would
             data = b"".join(parts)
             os.pwrite(fd, data[: len(data) // 2], offset)
             raise OSError(errno.EIO, "Input/output error")
-        return super()._pwrite(fd, parts, offset)
+        return self._pwrite(fd, parts, offset)
 
 
 def _hub(engine: Engine, log: bl.Binlog) -> Hub:
@@ -460,9 +461,9 @@ def _hub(engine: Engine, log: bl.Binlog) -> Hub:
 def test_full_disk_refuses_puts_whole_keeps_deletes_and_resumes(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rig = Rig(tmp_path / "wal", segment_size=SMALL, cls=FullDisk)
+    rig = Rig(tmp_path / "wal", segment_size=SMALL)
     log = rig.log
-    assert isinstance(log, FullDisk)
+    disk = FaultyDisk(log)
     hub = _hub(rig.engine, log)
     conn = hub.open()
 
@@ -475,7 +476,7 @@ def test_full_disk_refuses_puts_whole_keeps_deletes_and_resumes(
 
     for i in range(10):
         assert send(b"put 0 0 60 100\r\n%s\r\n" % (b"%03d" % i * 34)[:100]).startswith(b"INSERTED")
-    log.full = True
+    disk.full = True
     replies = [send(b"put 0 0 60 100\r\n%s\r\n" % (b"y" * 100)) for _ in range(200)]
     refused = [r for r in replies if r == p.OUT_OF_MEMORY]
     assert refused, "the disk never filled up"
@@ -496,7 +497,7 @@ def test_full_disk_refuses_puts_whole_keeps_deletes_and_resumes(
             assert reply.startswith(b"RESERVED"), reply
             assert send(b"release %s 5 0\r\n" % reply.split()[1]) == p.RELEASED
     assert "no space" in caplog.text.lower() or "no room" in caplog.text.lower()
-    log.full = False
+    disk.full = False
     assert send(b"put 0 0 60 3\r\nnew\r\n").startswith(b"INSERTED")
     assert not log.stalled
     caplog.clear()
@@ -510,11 +511,11 @@ def test_full_disk_refuses_puts_whole_keeps_deletes_and_resumes(
 def test_failed_writes_are_logged_kept_and_retried(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rig = Rig(tmp_path / "wal", cls=FullDisk)
+    rig = Rig(tmp_path / "wal")
     log = rig.log
-    assert isinstance(log, FullDisk)
+    disk = FaultyDisk(log)
     a = rig.put(b"a")
-    log.failing = 1
+    disk.failing = 1
     with caplog.at_level(logging.ERROR, logger="beanq"):
         b = rig.put(b"b")
         rig.reserve(a.id)
@@ -523,12 +524,12 @@ def test_failed_writes_are_logged_kept_and_retried(
     assert not log.stalled  # the next writes went through, with the failed one
     crashed = rig.crash()
     same_state(rig, crashed)
-    log.failing = 10**6
+    disk.failing = 10**6
     rig.delete(b.id)
     assert log.stalled
     crashed_while_failing = rig.crash()
     assert set(crashed_while_failing.engine.jobs) == {a.id, b.id}  # the delete is not on disk
-    log.failing = 0
+    disk.failing = 0
     rig.advance(1)
     assert not log.stalled
     after = rig.restart()

@@ -1,5 +1,5 @@
-"""Compile beanq's hot path with mypyc: the codec, the engine, the dispatcher and the server
-loop, about twice as fast per command as when interpreted (see bench/README.md).
+"""Compile beanq's hot path with mypyc: the codec, the engine, the dispatcher, the server loop
+and the binlog, about twice as fast per command as when interpreted (see bench/README.md).
 
 ``make`` runs this after installing. The modules stay plain, type-checked Python: an extension
 module found beside a ``.py`` file is imported instead of it, and without a C compiler (or on
@@ -13,7 +13,13 @@ import shutil
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-MODULES = ["beanq/protocol.py", "beanq/tubes.py", "beanq/dispatch.py", "beanq/server.py"]
+MODULES = [
+    "beanq/protocol.py",
+    "beanq/tubes.py",
+    "beanq/dispatch.py",
+    "beanq/server.py",
+    "beanq/binlog.py",
+]
 GROUP = "beanq._compiled"  # the runtime library shared by the modules, inside the package
 BUILD = ROOT / "build" / "mypyc"
 
