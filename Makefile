@@ -5,7 +5,6 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The hot path compiled with mypyc (tools/compile.py); without a C compiler beanq runs interpreted.
 COMPILED := $(VENV)/.compiled
-HOT_MODULES := beanq/protocol.py beanq/tubes.py beanq/dispatch.py beanq/server.py beanq/binlog.py
 INTERPRETED_TESTS := tests/test_protocol.py tests/test_engine.py tests/test_collector.py \
 	tests/test_server_streams.py tests/test_hardening.py tests/test_binlog.py
 
@@ -20,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-$(COMPILED): $(STAMP) $(HOT_MODULES) tools/compile.py
+$(COMPILED): $(STAMP) $(wildcard beanq/*.py) tools/compile.py
 	$(BIN)/python tools/compile.py
 	touch $(COMPILED)
 

@@ -227,7 +227,7 @@ _PUT, _PUT_RESERVED, _UPDATE, _TOMB, _REWRITE, _MARK = range(6)
 
 def _tail(job: Job, length: int, stamp: int, offset: float, tube_length: int) -> bytes:
     """The REC_TAIL of a record of ``job``'s current state (``offset``: wall - engine), its
-    counters modulo 2**32. ``Binlog._flush`` packs the same bytes inline."""
+    counters modulo 2**32."""
     state = job.state
     return REC_TAIL.pack(
         length,
@@ -249,11 +249,15 @@ def _tail(job: Job, length: int, stamp: int, offset: float, tube_length: int) ->
     )
 
 
-def _record(job: Job, stamp: int, offset: float) -> list[bytes]:
-    """The parts of a full record of live ``job`` (a rewrite by compaction)."""
-    tube = job.tube.name
-    body = job.body
-    rest = _tail(job, HS + len(tube) + len(body), stamp, offset, len(tube)) + tube + body
+def _record(job: Job, stamp: int, offset: float, full: bool = True) -> list[bytes]:
+    """The parts of a record of live ``job``: a full one (with its tube and body) or a
+    short one (its state only)."""
+    if full:
+        tube = job.tube.name
+        body = job.body
+        rest = _tail(job, HS + len(tube) + len(body), stamp, offset, len(tube)) + tube + body
+    else:
+        rest = _tail(job, HS, stamp, offset, 0)
     return [REC_HEAD.pack(REC_MAGIC, zlib.crc32(rest)), rest]  # (one crc32 call: cheaper)
 
 
@@ -960,9 +964,9 @@ class Binlog:
 
     def _flush(self, offset: float) -> None:
         """Write a record for each pending job (its state now), in one frame unless a
-        segment fills up. The server's hot path: records are encoded here (the bytes that
-        ``_record`` gives) and room is checked here; ``_place`` is called only when a record
-        may not fit as things stand (it then writes the frame so far, grows or rolls)."""
+        segment fills up. The server's hot path: room is checked here, and ``_place`` called
+        only when a record may not fit as things stand (it then writes the frame so far,
+        grows or rolls)."""
         jobs = self._pending
         if len(jobs) > 1 and len(set(jobs)) != len(jobs):
             jobs = list(dict.fromkeys(reversed(jobs)))  # one record each, where last listed
@@ -971,18 +975,9 @@ class Binlog:
         batch = _Batch()
         parts = batch.parts
         effects = batch.effects
-        add_part = parts.append
-        add_effect = effects.append
         left: list[Job] = []
-        meta_get = self._meta.get
+        meta = self._meta
         credits = self._credits
-        pack_head = REC_HEAD.pack
-        pack_tail = REC_TAIL.pack
-        pack_tomb = TOMB_TAIL.pack
-        crc32 = zlib.crc32
-        to_disk = _TO_DISK
-        deleted = State.DELETED
-        delayed = State.DELAYED
         limit = self.size
         # The batch's end and room, kept in locals while records fit, and handed to (and
         # taken back from) the batch and self around each call to _place.
@@ -996,9 +991,8 @@ class Binlog:
         try:
             for i, job in enumerate(jobs):
                 jid = job.id
-                m = meta_get(jid)
-                state = job.state
-                if state is deleted:
+                m = meta.get(jid)
+                if job.state is State.DELETED:
                     if m is None:
                         self._collapse(job)  # nothing on disk: nothing to write
                         continue
@@ -1007,17 +1001,13 @@ class Binlog:
                     owed = True
                     extra = 0
                 elif m is None:
-                    tube = job.tube.name
-                    body = job.body
-                    tlen = len(tube)
-                    blen = len(body)
-                    size = HS + tlen + blen
+                    blen = len(job.body)
+                    size = HS + len(job.tube.name) + blen
                     owed = blen in credits  # room that can_put promised
                     kind = _PUT_RESERVED if owed else _PUT
                     extra = 0 if owed else DEL
                 else:
-                    kind = _UPDATE
-                    tlen = 0  # a short record
+                    kind = _UPDATE  # a short record
                     size = HS
                     owed = False
                     extra = 0
@@ -1038,45 +1028,15 @@ class Binlog:
                         continue
                     end = pos + size
                 if kind == _TOMB:
-                    rest = pack_tomb(HS, 0, jid, stamp)
-                    add_effect((_TOMB, jid, job, 0, HS))
+                    parts += _tombstone(jid, stamp)
+                    effects.append((_TOMB, jid, job, 0, HS))
                     released += DEL
                 else:
-                    try:
-                        rest = pack_tail(
-                            size,
-                            job.pri,
-                            jid,
-                            stamp,
-                            job.deadline + offset if state is delayed else 0.0,
-                            job.created + offset,
-                            job.delay,
-                            job.ttr,
-                            job.reserves,
-                            job.timeouts,
-                            job.releases,
-                            job.buries,
-                            job.kicks,
-                            to_disk[state],
-                            tlen,
-                            0,
-                        )
-                    except struct.error:  # a counter past 32 bits: _tail wraps it around
-                        rest = _tail(job, size, stamp, offset, tlen)
-                    if kind == _UPDATE:
-                        add_effect((_UPDATE, jid, job, stamp, HS))
-                    else:
-                        rest += tube + body
-                        add_effect((kind, jid, job, stamp, size))
-                        if owed:  # the promise is kept: its room is used up, its credit too
-                            released += PUT_ROOM - DEL + blen
-                            n = credits[blen] - 1
-                            if n:
-                                credits[blen] = n
-                            else:
-                                del credits[blen]
-                add_part(pack_head(REC_MAGIC, crc32(rest)))
-                add_part(rest)
+                    parts += _record(job, stamp, offset, full=kind != _UPDATE)
+                    effects.append((kind, jid, job, stamp, size))
+                    if owed:  # the promise is kept: its room is used up, its credit too
+                        released += PUT_ROOM - DEL + blen
+                        self._use_credit(blen)
                 stamp += 1
                 pos = end
             reached = len(jobs)
@@ -1191,7 +1151,6 @@ class Binlog:
         seq = cur.seq
         both = seq << 32 | seq
         meta = self._meta
-        segments = self._segments
         bury_order = self._bury_order
         buried = State.BURIED
         max_id = self._max_id
@@ -1217,10 +1176,7 @@ class Binlog:
                     meta[jid] = anchor << 32 | seq
                     refs += 1
                     live += HS * ((anchor != seq) - (anchor != latest))
-                    old = segments[latest]
-                    old.refs -= 1
-                    if not old.refs:
-                        self._check_dead(old)
+                    self._unref(latest)
             else:  # _TOMB or _REWRITE: the job's records so far no longer count
                 if kind == _TOMB:
                     packed = meta.pop(jid)
@@ -1239,17 +1195,11 @@ class Binlog:
                     refs -= 1
                 else:
                     self._pin(seq, anchor)
-                    old = segments[anchor]
-                    old.refs -= 1
-                    if not old.refs:
-                        self._check_dead(old)
+                    self._unref(anchor)
                 if latest == seq:
                     refs -= 1
                 else:
-                    old = segments[latest]
-                    old.refs -= 1
-                    if not old.refs:
-                        self._check_dead(old)
+                    self._unref(latest)
                 continue
             # a put or a change: remember when a buried job was buried (its place in the
             # buried queue)
@@ -1274,6 +1224,13 @@ class Binlog:
             return
         old.dependents[newer] = old.dependents.get(newer, 0) + 1
         new.pins += 1
+
+    def _unref(self, seq: int) -> None:
+        """A record in segment ``seq`` no longer counts; the segment may now be garbage."""
+        seg = self._segments[seq]
+        seg.refs -= 1
+        if not seg.refs:
+            self._check_dead(seg)
 
     def _check_dead(self, seg: Segment, dead_at: int | None = None) -> None:
         if seg.refs or seg.pins or seg is self._cur or seg.dead_at is not None:

@@ -272,6 +272,21 @@ class _Need:
     DISCARD_LINE: Final = 3
 
 
+def _plain_put_args(args: bytes) -> tuple[int, int, int, int] | None:
+    """A put's four numbers when they are plain digits, single-spaced and within 32 bits (the
+    common case, split without the general parser and its regex); None: the long way."""
+    parts = args.split(b" ")
+    if len(parts) != 4:
+        return None
+    pri, delay, ttr, size = parts
+    if not (pri.isdigit() and delay.isdigit() and ttr.isdigit() and size.isdigit()):
+        return None
+    nums = int(pri), int(delay), int(ttr), int(size)
+    if max(nums) > U32_MAX:
+        return None
+    return nums
+
+
 class CommandReader:
     """Turns the bytes a client sends into command events (the server's half of the codec)."""
 
@@ -325,21 +340,15 @@ class CommandReader:
             if eol < 0:
                 return pos
             if data.startswith(b"put ", pos):
-                parts = data[pos + 4 : eol].split(b" ")
-                if len(parts) != 4:
+                args = _plain_put_args(data[pos + 4 : eol])
+                if args is None:
                     return pos
-                pri, delay, ttr, size = parts
-                if not (pri.isdigit() and delay.isdigit() and ttr.isdigit() and size.isdigit()):
-                    return pos
-                n = int(size)
+                pri, delay, ttr, size = args
                 start = eol + 2
-                stop = start + n
-                if n > limit or stop + 2 > end or data[stop : stop + 2] != b"\r\n":
+                stop = start + size
+                if size > limit or stop + 2 > end or data[stop : stop + 2] != b"\r\n":
                     return pos
-                p, d, t = int(pri), int(delay), int(ttr)
-                if p > U32_MAX or d > U32_MAX or t > U32_MAX:
-                    return pos
-                events.append(Put(p, d, t, data[start:stop]))
+                events.append(Put(pri, delay, ttr, data[start:stop]))
                 pos = stop + 2
                 continue
             event = self._parse_line(data[pos:eol])
@@ -473,12 +482,10 @@ class CommandReader:
 
     def _fast_put(self, line: bytes) -> Event | None:
         """``put`` with single spaces and four plain numbers; anything else goes the long way."""
-        parts = line[4:].split(b" ")
-        if len(parts) == 4:
-            pri, delay, ttr, size = parts
-            if pri.isdigit() and delay.isdigit() and ttr.isdigit() and size.isdigit():
-                return self._start_put(int(pri), int(delay), int(ttr), int(size), b"")
-        return self._parse_line(line)
+        args = _plain_put_args(line[4:])
+        if args is None:
+            return self._parse_line(line)
+        return self._start_put(*args, b"")
 
     def _parse_put(self, rest: bytes) -> Event | None:
         m = _PUT_ARGS.match(rest)

@@ -661,7 +661,7 @@ class Engine:
         self._hot.pop(tube, None)
         entry: Entry = (now + delay, next(self._timer_seq), tube)
         tube.entry = entry
-        heapq.heappush(self.timers, entry)
+        self._push_timer(entry)
         return True
 
     def _unpause(self, tube: Tube) -> None:
@@ -766,7 +766,7 @@ class Engine:
             return
         entry: Entry = (when, next(self._timer_seq), s)
         s.entry = entry
-        heapq.heappush(self.timers, entry)
+        self._push_timer(entry)
 
     def cancel_wait(self, s: Session) -> bool:
         """The client half-closed while blocked: end the reserve with TIMED_OUT."""
@@ -786,6 +786,10 @@ class Engine:
         for tube in s.watch:
             if tube.waiting is not taken_from:
                 tube.waiting.remove(s)
+
+    def _push_timer(self, entry: Entry) -> None:
+        heapq.heappush(self.timers, entry)
+        self._compact_timers()
 
     def _compact_timers(self) -> None:
         """Drop stale timer entries once they outnumber live ones. Checked whenever a timer is
@@ -848,10 +852,9 @@ class Engine:
         entry: Entry = (deadline, job.id, job)
         job.entry = entry
         heapq.heappush(job.tube.delayed, entry)
-        heapq.heappush(self.timers, entry)
         job.tube.delayed_count += 1
         self.delayed_count += 1
-        self._compact_timers()
+        self._push_timer(entry)
 
     def _make_buried(self, job: Job) -> None:
         job.state = State.BURIED
@@ -899,10 +902,9 @@ class Engine:
         job.deadline = deadline
         entry: Entry = (deadline, job.id, job)
         job.entry = entry
-        heapq.heappush(self.timers, entry)
         assert job.reserver is not None
         heapq.heappush(job.reserver.deadlines, entry)
-        self._compact_timers()
+        self._push_timer(entry)
 
     def _unreserve(self, s: Session, job: Job) -> None:
         del s.reserved[job.id]

@@ -4,31 +4,12 @@ runs where no C compiler is. ``make test`` runs the in-process tests both ways."
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import importlib.util
 import os
-import sys
-from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-BEANQ = Path(__file__).resolve().parent.parent / "beanq"
-HOT_MODULES = ("protocol", "tubes", "dispatch", "server", "binlog")
-
-
-class _SourcesFirst(importlib.abc.MetaPathFinder):
-    """Import the hot modules from their ``.py`` files even where a compiled one is beside."""
-
-    def find_spec(
-        self, name: str, path: Sequence[str] | None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        package, _, module = name.rpartition(".")
-        if package != "beanq" or module not in HOT_MODULES:
-            return None
-        return importlib.util.spec_from_file_location(name, BEANQ / f"{module}.py")
+from tests.interpreted import BEANQ, HOT_MODULES, use_sources
 
 
 def _compiled(module: str) -> list[Path]:
@@ -36,7 +17,7 @@ def _compiled(module: str) -> list[Path]:
 
 
 if os.environ.get("BEANQ_INTERPRETED"):
-    sys.meta_path.insert(0, _SourcesFirst())
+    use_sources()
 else:
     stale = [
         m

@@ -24,7 +24,7 @@ from beanq import binlog as bl
 from beanq import protocol as p
 from beanq.dispatch import HostInfo, Hub
 from beanq.tubes import Engine, Job, State
-from tests.conftest import BEANQ
+from tests.interpreted import BEANQ
 
 WALL0 = 1_700_000_000.0
 SMALL = 4096  # the smallest segment size: a dozen records each

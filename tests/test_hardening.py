@@ -32,7 +32,7 @@ from beanq import protocol as p
 from beanq.dispatch import Connection, HostInfo, Hub
 from beanq.tubes import URGENT_THRESHOLD, Engine, State
 from tests import soak
-from tests.conftest import BEANQ, HOT_MODULES
+from tests.interpreted import PRELUDE
 from tests.servers import ServerProcess, free_port, spawn_beanq, wait_until_accepting
 from tests.soak import Client, cpu_seconds, rss_kib, stats_problems
 
@@ -437,17 +437,7 @@ def test_dispatcher_bug_costs_one_reply() -> None:
 
 
 # Bugs are planted by replacing methods, which compiled (mypyc) code does not look up: a process
-# that gets them imports the hot modules from their sources (see tests/conftest.py).
-INTERPRETED = f"""
-import importlib.util, sys
-class _SourcesFirst:
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        package, _, module = name.rpartition(".")
-        if package == "beanq" and module in {HOT_MODULES!r}:
-            return importlib.util.spec_from_file_location(name, {str(BEANQ)!r} + f"/{{module}}.py")
-sys.meta_path.insert(0, _SourcesFirst)
-"""
+# that gets them runs the sources (see tests/interpreted.py).
 
 
 @contextlib.contextmanager
@@ -455,7 +445,7 @@ def spawn_patched(code: str, *args: str) -> Iterator[tuple[str, int, ServerProce
     """A beanq process that runs ``code`` (to plant a bug, or lower a limit) before ``main``."""
     port = free_port()
     main = "import sys\nfrom beanq.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    script = f"{INTERPRETED}\n{code}\n{main}"
+    script = f"{PRELUDE}\n{code}\n{main}"
     argv = [sys.executable, "-c", script, "-l", "127.0.0.1", "-p", str(port), *args]
     with tempfile.TemporaryDirectory(prefix="beanq-hardening-") as tmp:
         proc = ServerProcess(argv, Path(tmp) / "server.log")
