@@ -82,7 +82,6 @@ import struct
 import threading
 import time
 import zlib
-from collections import Counter
 from collections.abc import Callable
 from typing import Final, NamedTuple
 
@@ -116,28 +115,6 @@ NAME_RE: Final = re.compile(r"binlog\.([0-9]+)\Z")
 # On-disk states (beanstalkd's numbering, so translated records need no table)
 D_DELETED, D_READY, D_RESERVED, D_BURIED, D_DELAYED = range(5)
 
-# The slots _Replay.apply sets when it builds a Job without calling Job() (see there). If the
-# engine's Job changes, replay falls back to calling Job(), and a test says so.
-_JOB_SLOTS: Final = frozenset(
-    (
-        "body",
-        "buries",
-        "created",
-        "deadline",
-        "delay",
-        "entry",
-        "id",
-        "kicks",
-        "pri",
-        "releases",
-        "reserver",
-        "reserves",
-        "state",
-        "timeouts",
-        "ttr",
-        "tube",
-    )
-)
 _TO_DISK: Final = {
     State.READY: D_READY,
     State.RESERVED: D_RESERVED,
@@ -428,6 +405,8 @@ class _Replay:
         self.extra: dict[int, set[int]] = {}  # id -> other segments holding a full record
         self.order: dict[int, int] = {}  # id -> stamp of its last bury (buried jobs' order)
         self.tubes: dict[bytes, Tube] = {}
+        self.refs: dict[int, int] = {}  # segment -> anchors and latest records of live jobs
+        self.split = 0  # live jobs whose anchor and latest record are in different segments
         self.max_id = 0
         self.max_stamp = 0
         self.live = 0
@@ -435,43 +414,33 @@ class _Replay:
     def apply(self, seq: int, buf: bytes, start: int, end: int) -> None:
         """Apply the intact records in ``buf[start:end]``, read from segment ``seq``.
 
-        The hot loop of a replay: every name it uses is local, and a record for an id above
-        every id seen so far (a put, in the common case) needs no lookup at all."""
+        The hot loop of a replay: every name it uses is local, a record for an id above every
+        id seen so far (a put, in the common case) needs no lookup at all, and the id object
+        the record was unpacked into is the key of both tables (one int per job, not two)."""
         unpack = REC_BODY.unpack_from
         jobs = self.jobs
         meta = self.meta
-        meta_get = meta.get
         dead = self.dead
         order = self.order
         tubes = self.tubes
         offset = self.offset
-        from_disk = _FROM_DISK
-        make_job = restored_job
-        new_job = Job.__new__
-        fast = frozenset(getattr(Job, "__slots__", ())) == _JOB_SLOTS  # (compiled: no slots)
         max_id = self.max_id
         max_stamp = self.max_stamp
         live = self.live
+        refs = self.refs
+        placed = 0  # jobs whose anchor and latest record are now both in this segment
         both = seq << 32 | seq
+        tube: Tube | None = None
+        name = b""
         s = start
         while s < end:
-            (
-                length,
-                pri,
-                jid,
-                stamp,
-                deadline,
-                created,
-                delay,
-                ttr,
-                rs,
-                to,
-                rl,
-                bu,
-                ki,
-                state,
-                tlen,
-            ) = unpack(buf, s)
+            rec = unpack(buf, s)
+            length: int = rec[0]
+            key = rec[2]
+            jid: int = key
+            stamp: int = rec[3]
+            state: int = rec[13]
+            tlen: int = rec[14]
             if length < HS:  # pragma: no cover - frames are checksummed
                 break
             if stamp > max_stamp:
@@ -481,85 +450,86 @@ class _Replay:
                 m = None
                 fresh = True
             else:
-                m = meta_get(jid)
+                m = meta.get(key)
                 fresh = False
             if m is None:
                 if not state:
-                    prior = None if fresh else dead.get(jid)
-                    dead[jid] = (seq, prior[1] if prior else 0)
+                    prior = None if fresh else dead.get(key)
+                    dead[key] = (seq, prior[1] if prior else 0)
                 elif tlen:
                     if not fresh and dead:
-                        dead.pop(jid, None)
+                        dead.pop(key, None)
                     b = s + HS
-                    name = buf[b : b + tlen]
-                    tube = tubes.get(name)
-                    if tube is None:
-                        tube = tubes[name] = Tube(name)
-                    if fast:
-                        # Job.__init__ by hand: a third of the cost of calling it
-                        job = new_job(Job)
-                        job.id = jid
-                        job.pri = pri
-                        job.delay = delay
-                        job.ttr = ttr
-                        job.body = buf[b + tlen : s + length]
-                        job.tube = tube
-                        job.state = from_disk[state]
-                        job.created = created + offset
-                        job.deadline = deadline + offset if deadline else 0.0
-                        job.reserver = None
-                        job.entry = None
-                        job.reserves = rs
-                        job.timeouts = to
-                        job.releases = rl
-                        job.buries = bu
-                        job.kicks = ki
-                    else:  # (a compiled Job: one call that sets everything)
-                        job = make_job(
-                            jid,
-                            pri,
-                            delay,
-                            ttr,
-                            buf[b + tlen : s + length],
-                            tube,
-                            from_disk[state],
-                            created + offset,
-                            deadline + offset if deadline else 0.0,
-                            (rs, to, rl, bu, ki),
-                        )
+                    if tube is None or tlen != len(name) or not buf.startswith(name, b):
+                        name = buf[b : b + tlen]
+                        tube = tubes.get(name)
+                        if tube is None:
+                            tube = tubes[name] = Tube(name)
+                    deadline: float = rec[4]
+                    created: float = rec[5]
+                    jobs[key] = restored_job(
+                        jid,
+                        rec[1],
+                        rec[6],
+                        rec[7],
+                        buf[b + tlen : s + length],
+                        tube,
+                        _FROM_DISK[state],
+                        created + offset,
+                        deadline + offset if deadline else 0.0,
+                        rec[8],
+                        rec[9],
+                        rec[10],
+                        rec[11],
+                        rec[12],
+                    )
                     if state == D_BURIED:
-                        order[jid] = stamp
-                    jobs[jid] = job
-                    meta[jid] = both
+                        order[key] = stamp
+                    meta[key] = both
+                    placed += 1
                     live += length
                 # else: the state of a job whose full record is gone (deleted): stale
             else:
-                job = jobs[jid]
+                job = jobs[key]
                 anchor = m >> 32
+                latest = m & LOW
+                # (counts may dip below zero until this call's ``placed`` is added)
+                refs[anchor] = refs.get(anchor, 0) - 1
+                refs[latest] = refs.get(latest, 0) - 1
+                if anchor != latest:
+                    self.split -= 1
                 if not state:
-                    del jobs[jid]
-                    del meta[jid]
-                    dead[jid] = (seq, anchor)
+                    del jobs[key]
+                    del meta[key]
+                    dead[key] = (seq, anchor)
                     live -= HS + len(job.tube.name) + len(job.body)
                 else:
-                    job.pri = pri
-                    job.delay = delay
-                    job.ttr = ttr
-                    job.state = from_disk[state]
+                    job.pri = rec[1]
+                    job.delay = rec[6]
+                    job.ttr = rec[7]
+                    job.state = _FROM_DISK[state]
                     if state == D_DELAYED:
-                        job.deadline = deadline + offset
+                        job.deadline = rec[4] + offset
                     elif state == D_BURIED:
-                        order[jid] = stamp
-                    job.reserves = rs
-                    job.timeouts = to
-                    job.releases = rl
-                    job.buries = bu
-                    job.kicks = ki
+                        order[key] = stamp
+                    job.reserves = rec[8]
+                    job.timeouts = rec[9]
+                    job.releases = rec[10]
+                    job.buries = rec[11]
+                    job.kicks = rec[12]
                     if tlen and seq != anchor:
                         self.extra.setdefault(jid, set()).add(anchor)
                         anchor = seq
-                    meta[jid] = anchor << 32 | seq
+                    meta[key] = anchor << 32 | seq
+                    if anchor == seq:
+                        placed += 1
+                    else:
+                        refs[anchor] = refs.get(anchor, 0) + 1
+                        refs[seq] = refs.get(seq, 0) + 1
+                        self.split += 1
             s += length
+        if placed:
+            refs[seq] = refs.get(seq, 0) + 2 * placed
         self.max_id = max_id
         self.max_stamp = max_stamp
         self.live = live
@@ -782,14 +752,9 @@ class Binlog:
         self._max_id = ctx.max_id
         self._stamp = ctx.max_stamp + 1
         segments = self._segments
-        split = 0
-        for packed, count in Counter(meta.values()).items():
-            anchor, latest = packed >> 32, packed & LOW
-            segments[anchor].refs += count
-            segments[latest].refs += count
-            if anchor != latest:
-                split += count
-        self._live = ctx.live + HS * split
+        for seq, count in ctx.refs.items():
+            segments[seq].refs += count
+        self._live = ctx.live + HS * ctx.split
         for jid, (seq, anchor) in ctx.dead.items():
             if anchor:
                 self._pin(seq, anchor)
