@@ -272,19 +272,48 @@ class _Need:
     DISCARD_LINE: Final = 3
 
 
-def _plain_put_args(args: bytes) -> tuple[int, int, int, int] | None:
-    """A put's four numbers when they are plain digits, single-spaced and within 32 bits (the
-    common case, split without the general parser and its regex); None: the long way."""
-    parts = args.split(b" ")
-    if len(parts) != 4:
-        return None
-    pri, delay, ttr, size = parts
-    if not (pri.isdigit() and delay.isdigit() and ttr.isdigit() and size.isdigit()):
-        return None
-    nums = int(pri), int(delay), int(ttr), int(size)
-    if max(nums) > U32_MAX:
-        return None
-    return nums
+def _plain_number(arg: bytes) -> int:
+    """``arg`` as a number if it is nothing but ASCII digits (at most 20), else -1."""
+    if 0 < len(arg) <= 20 and arg.isdigit():
+        return int(arg)
+    return -1
+
+
+def _put_numbers(data: bytes, i: int, end: int) -> tuple[int, int, int, int]:
+    """The four numbers of ``data[i:end]`` when they are a plain put's arguments ("pri delay
+    ttr size": single spaces, ASCII digits, each within 32 bits), else (-1, 0, 0, 0): the
+    long way then decides. One pass over the bytes, no intermediate objects (compiled, the
+    result is a C struct): this runs for every put a server reads."""
+    fields = (0, 0, 0)
+    field = 0
+    n = 0
+    digits = 0
+    while i < end:
+        ch = data[i]
+        if 48 <= ch <= 57:
+            n = n * 10 + ch - 48
+            if n > U32_MAX:
+                return _NOT_PLAIN
+            digits += 1
+        elif ch == 32 and digits and field < 3:
+            if field == 0:
+                fields = (n, 0, 0)
+            elif field == 1:
+                fields = (fields[0], n, 0)
+            else:
+                fields = (fields[0], fields[1], n)
+            field += 1
+            n = 0
+            digits = 0
+        else:
+            return _NOT_PLAIN
+        i += 1
+    if field != 3 or not digits:
+        return _NOT_PLAIN
+    return fields[0], fields[1], fields[2], n
+
+
+_NOT_PLAIN: Final = (-1, 0, 0, 0)
 
 
 class CommandReader:
@@ -340,10 +369,9 @@ class CommandReader:
             if eol < 0:
                 return pos
             if data.startswith(b"put ", pos):
-                args = _plain_put_args(data[pos + 4 : eol])
-                if args is None:
+                pri, delay, ttr, size = _put_numbers(data, pos + 4, eol)
+                if pri < 0:
                     return pos
-                pri, delay, ttr, size = args
                 start = eol + 2
                 stop = start + size
                 if size > limit or stop + 2 > end or data[stop : stop + 2] != b"\r\n":
@@ -351,7 +379,7 @@ class CommandReader:
                 events.append(Put(pri, delay, ttr, data[start:stop]))
                 pos = stop + 2
                 continue
-            event = self._parse_line(data[pos:eol])
+            event = self._line_event(data[pos:eol])
             assert event is not None  # only a put line leaves a body to read
             events.append(event)
             pos = eol + 2
@@ -375,7 +403,7 @@ class CommandReader:
                     continue
                 line = bytes(buf[pos:eol])
                 # Most lines are well-formed puts: split them without the general parser.
-                event = self._fast_put(line) if line[:4] == b"put " else self._parse_line(line)
+                event = self._fast_put(line) if line[:4] == b"put " else self._line_event(line)
                 pos = eol + 2
                 if event is not None:
                     events.append(event)
@@ -416,6 +444,20 @@ class CommandReader:
         if not self._announced and self._state in (_Need.BODY, _Need.DISCARD_BODY):
             self._announced = True
             events.append(PutStarted(too_big=self._state == _Need.DISCARD_BODY))
+
+    def _line_event(self, line: bytes) -> Event | None:
+        """``_parse_line``, with a shortcut for what workers send most: ``delete N`` and
+        ``reserve-with-timeout N`` with one space and plain digits (same result, a third of
+        the cost)."""
+        if line.startswith(b"delete "):
+            n = _plain_number(line[7:])
+            if 0 <= n <= U64_MAX:
+                return JobCommand("delete", n)
+        elif line.startswith(b"reserve-with-timeout "):
+            n = _plain_number(line[21:])
+            if 0 <= n <= INT_MAX:
+                return Reserve(n)
+        return self._parse_line(line)
 
     def _parse_line(self, line: bytes) -> Event | None:
         """Parse one command line (without CRLF). Returns None when a body must follow."""
@@ -482,10 +524,10 @@ class CommandReader:
 
     def _fast_put(self, line: bytes) -> Event | None:
         """``put`` with single spaces and four plain numbers; anything else goes the long way."""
-        args = _plain_put_args(line[4:])
-        if args is None:
+        pri, delay, ttr, size = _put_numbers(line, 4, len(line))
+        if pri < 0:
             return self._parse_line(line)
-        return self._start_put(*args, b"")
+        return self._start_put(pri, delay, ttr, size, b"")
 
     def _parse_put(self, rest: bytes) -> Event | None:
         m = _PUT_ARGS.match(rest)

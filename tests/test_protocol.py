@@ -248,6 +248,55 @@ def test_arbitrary_bytes_never_raise_and_never_depend_on_splits(
     assert reader.buffered <= max(p.MAX_LINE, MAX + 2)
 
 
+# The shortcuts for the commands a busy server reads most must agree with the general parser
+# on every line they accept, and leave every other line to it.
+LIMITS = [2**31, 2**32, 2**64]  # where a shortcut must hand over: INT, U32 and U64 maxima
+number_text = st.one_of(
+    st.builds(
+        lambda zeros, n: b"0" * zeros + str(n).encode(),
+        st.integers(0, 2),
+        st.one_of(
+            st.integers(0, 2**70),
+            st.sampled_from(LIMITS).flatmap(lambda m: st.integers(m - 2, m + 1)),
+        ),
+    ),
+    st.from_regex(rb"\A[0-9 +\-x\x00]{0,24}\Z"),
+)
+
+
+@given(
+    st.sampled_from([b"delete", b"reserve-with-timeout"]),
+    st.sampled_from([b" ", b"  "]),
+    number_text,
+)
+def test_command_shortcuts_agree_with_the_general_parser(
+    word: bytes, space: bytes, arg: bytes
+) -> None:
+    line = word + space + arg
+    reader = p.CommandReader(MAX)
+    assert reader._line_event(line) == reader._parse_line(line)
+
+
+def plain_put_numbers(args: bytes) -> tuple[int, int, int, int]:
+    """What the put shortcut must accept: four single-spaced ASCII numbers within 32 bits."""
+    parts = args.split(b" ")
+    if len(parts) != 4 or not all(part.isdigit() for part in parts):
+        return (-1, 0, 0, 0)
+    nums = tuple(int(part) for part in parts)
+    if max(nums) > p.U32_MAX:
+        return (-1, 0, 0, 0)
+    return nums  # type: ignore[return-value]
+
+
+@given(
+    st.one_of(st.lists(number_text, min_size=4, max_size=4), st.lists(number_text, max_size=6)),
+    st.sampled_from([b" ", b" ", b" ", b"  ", b"\t"]),
+)
+def test_put_shortcut_takes_exactly_the_plain_lines(fields: list[bytes], sep: bytes) -> None:
+    line = b"put " + sep.join(fields)
+    assert p._put_numbers(line, 4, len(line)) == plain_put_numbers(line[4:])
+
+
 # --- the client's half -----------------------------------------------------------------------
 
 
