@@ -171,11 +171,14 @@ class HubDriver:
     logged exception, the jobs held are exactly those acknowledged and not deleted, and the
     engine's counters and structures agree (``engine_problems``)."""
 
-    def __init__(self, max_job_size: int = 16, conns: int = 3) -> None:
+    def __init__(self, max_job_size: int = 16, conns: int = 3, burst: int = 0) -> None:
         self.now = 1000.0
+        self.burst = burst  # answer input in bursts of this many commands, as the loop may
         self.hub = Hub(Engine(self.now), HOST, max_job_size=max_job_size)
         self.conns: list[Connection] = [self.hub.open() for _ in range(conns)]
         self.readers = {conn: p.ReplyReader() for conn in self.conns}
+        self.serial = {conn: n for n, conn in enumerate(self.conns)}
+        self.transcript: dict[int, bytes] = {}  # connection serial -> every reply byte
         self.inserted = 0
         self.deleted = 0
         self.last_inserted = 1
@@ -202,7 +205,10 @@ class HubDriver:
         conn = self.conns[i]
         if op.kind == "feed":
             if not conn.eof:
-                conn.receive(self._substitute(op.data, conn), self.now)
+                conn.receive(self._substitute(op.data, conn), self.now, self.burst)
+                while self.burst and conn.resumable:
+                    self._flush()
+                    conn.resume(self.now, self.burst)
         elif op.kind == "eof":
             conn.receive_eof(self.now)
         elif op.kind == "close":
@@ -223,6 +229,7 @@ class HubDriver:
         del self.readers[self.conns[i]]
         self.conns[i] = self.hub.open()
         self.readers[self.conns[i]] = p.ReplyReader()
+        self.serial[self.conns[i]] = len(self.serial)
 
     def _flush(self) -> None:
         """What ``EpollLoop._flush_dirty`` does, then closing finished connections."""
@@ -232,6 +239,8 @@ class HubDriver:
             for conn in hub.take_dirty():
                 data = b"".join(conn.out)
                 conn.out.clear()
+                n = self.serial[conn]
+                self.transcript[n] = self.transcript.get(n, b"") + data
                 if conn in self.readers:
                     self._replies(conn, self.readers[conn].feed(data))
             finished = [i for i, c in enumerate(self.conns) if c.finished]
@@ -412,6 +421,19 @@ def test_codec_dribbled_one_byte_at_a_time() -> None:
 @given(ops=ops, max_job_size=st.sampled_from([16, 65535]))
 def test_dispatcher_survives_any_input(ops: list[Op], max_job_size: int) -> None:
     HubDriver(max_job_size).run(ops)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=ops, burst=st.integers(1, 3))
+def test_bursts_answer_exactly_what_one_pass_does(ops: list[Op], burst: int) -> None:
+    """The loop answers a lone pipelining client in bursts (``STREAM_BURST``), sending each
+    burst's replies before it takes on the next: every byte must be as if all were answered
+    at once, whatever the input (blocking reserves, quit, bad commands, half-closes)."""
+    whole = HubDriver(65535)
+    whole.run(ops)
+    bursts = HubDriver(65535, burst=burst)
+    bursts.run(ops)
+    assert bursts.transcript == whole.transcript
 
 
 def test_dispatcher_bug_costs_one_reply() -> None:
