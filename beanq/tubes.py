@@ -491,9 +491,9 @@ class Engine:
                 job.entry = None
                 buried[jid] = job
             elif state is State.DELAYED and job.deadline > now:
-                entry: Entry = (job.deadline, key, job)
-                job.entry = entry
-                timed.append(entry)
+                timer: Entry = (job.deadline, key, job)
+                job.entry = timer
+                timed.append(timer)
             else:
                 job.state = State.READY
                 pri = job.pri
@@ -502,7 +502,9 @@ class Engine:
                     in_order = in_order and pri > last_pri
                 elif jid < last_id:
                     in_order = False
-                entry = (pri_box, key, job)
+                # (annotated where it is made: a compiled build would otherwise narrow it to
+                # a fixed-length tuple, unbox it, and store two different tuples)
+                entry: Entry = (pri_box, key, job)
                 job.entry = entry
                 ready.append(entry)
                 ready_count += 1

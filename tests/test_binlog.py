@@ -162,6 +162,20 @@ def same_state(a: Rig, b: Rig) -> None:
     assert buried_order(b.engine) == buried_order(a.engine)
     assert b.engine.next_id >= a.engine.next_id
     refs_agree(b)
+    heaps_hold_their_jobs(b.engine)
+
+
+def heaps_hold_their_jobs(engine: Engine) -> None:
+    """Each ready or delayed job's entry is in its tube's heap (the same object: the engine
+    tells live entries from stale ones by identity), and each heap is a heap."""
+    for job in engine.jobs.values():
+        heap = {State.READY: job.tube.ready, State.DELAYED: job.tube.delayed}.get(job.state)
+        if heap is not None:
+            assert any(entry is job.entry for entry in heap), job
+    for tube in engine.tubes.values():
+        for heap in (tube.ready, tube.delayed):
+            keys = [entry[:2] for entry in heap]
+            assert all(keys[(i - 1) // 2] <= keys[i] for i in range(1, len(keys))), tube
 
 
 def refs_agree(r: Rig) -> None:
@@ -296,6 +310,23 @@ def test_buried_jobs_come_back_in_the_order_they_were_buried(tmp_path: Path) -> 
     after = rig.restart()
     assert buried_order(after.engine)[b"default"] == expected
     same_state(rig, after)
+    after.close()
+
+
+@pytest.mark.parametrize("pris", [[5, 5, 7, 9], [9, 1, 7, 1, 0, 3]], ids=["in-order", "shuffled"])
+def test_replayed_jobs_are_served_by_priority_then_id(rig: Rig, pris: list[int]) -> None:
+    """Ready jobs come back in (pri, id) order whether or not they were put in that order
+    (replay skips building the heap when they were), delayed ones when their time comes."""
+    jobs = [rig.put(b"job %d" % i, pri=pri) for i, pri in enumerate(pris)]
+    later = rig.put(b"delayed", pri=0, delay=100)
+    after = rig.restart()
+    served = []
+    for _ in jobs:
+        served.append(after.reserve().id)
+        after.delete(served[-1])
+    assert served == [j.id for j in sorted(jobs, key=lambda j: (j.pri, j.id))]
+    after.advance(101)
+    assert after.reserve().id == later.id
     after.close()
 
 
