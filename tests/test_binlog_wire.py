@@ -182,6 +182,12 @@ def test_never_fsync_small_segments_and_restart(tmp_path: Path) -> None:
         for job_id in ids[200:]:
             info = w.stats_job(job_id)
             assert info is not None and info["pri"] == str(ids.index(job_id))
+        served = []  # by priority (their put order here), every one of them
+        for _ in ids[200:]:
+            line, got = w.cmd(b"reserve-with-timeout 0")
+            assert line.startswith(b"RESERVED ") and got == body, line
+            served.append(int(line.split()[1]))
+        assert served == ids[200:]
         assert w.put(b"next") == ids[-1] + 1
 
 
