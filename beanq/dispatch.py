@@ -260,9 +260,11 @@ class Connection:
         """Commands received but not yet answered (behind a waiting reserve)."""
         return len(self._pending)
 
-    def receive(self, data: bytes, now: float, burst: int = 0) -> None:
-        """Answer the commands in ``data``: all of them, or (``burst`` > 0) at most that
-        many, leaving the rest for ``resume`` once the server has sent these replies."""
+    def receive(self, data: bytes, now: float, first: int = 0) -> None:
+        """Answer the commands in ``data``: all of them, or (``first`` > 0) only that many
+        (if they have replies to send), the rest once the server has sent those (``drained``),
+        so that a pipelining client can work on the first replies while the others are being
+        answered."""
         events = self.reader.feed(data)
         if self.blocked or self._pending or self.closing or self.throttled:
             self._pending.extend(events)
@@ -274,21 +276,9 @@ class Connection:
                 handlers[type(event)](self, event, now)
             except Exception:
                 self._internal_error(event)
-            if self.blocked or self.closing or self.unsent > limit or i + 1 == burst:
+            if self.blocked or self.closing or self.unsent > limit or (i + 1 == first and self.out):
                 self._pending.extend(events[i + 1 :])
                 return
-
-    @property
-    def resumable(self) -> bool:
-        """Commands wait that only a ``burst`` limit held back."""
-        return bool(self._pending) and not (self.blocked or self.closing or self.throttled)
-
-    def resume(self, now: float, burst: int) -> None:
-        """Answer up to ``burst`` more of the commands ``receive`` held back."""
-        pending = self._pending
-        while pending and burst and not (self.blocked or self.closing or self.throttled):
-            self._handle(pending.popleft(), now)
-            burst -= 1
 
     @property
     def throttled(self) -> bool:

@@ -50,12 +50,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("beanq")
 
 RECV_SIZE = 65536
-# A client alone (or nearly) on the server and pipelining gets its replies in bursts of this
-# many commands: it starts on the first ones while the server works on the rest, instead of
-# both sides taking turns to be idle. With more clients ready at once, one send per client
-# per round costs the server less, and nobody waits idle anyway.
-STREAM_BURST = 4
-STREAM_READY = 2  # ready connections in one wake-up, at most, for bursts
+# A client alone (or nearly) on the server and pipelining gets the replies to the first few
+# commands of a read at once, and the rest when these are sent: it starts on them while the
+# server answers the others, instead of both sides taking turns to be idle. With more clients
+# ready at once, one send per client per round costs the server less, and nobody waits idle.
+FIRST_BURST = 4
+FIRST_BURST_READY = 2  # ready connections in one wake-up, at most, for an early first burst
 OUTPUT_HIGH_WATER = 1 << 20  # stop reading a client whose unsent replies exceed this
 HELD_HIGH_WATER = 1_000  # ... or that has this many commands queued behind a blocked reserve
 ACCEPT_BATCH = 64
@@ -327,10 +327,9 @@ class EpollLoop:
         self.sync_before_reply = journal is not None and sync_before_reply
         self._held: deque[tuple[int, list[tuple[_Client, bytes]]]] = deque()
         self.written_seq = 0  # batches written to the journal
-        self._burst = 0  # commands per burst for the clients read in this step (0: all)
-        self._bursting: list[_Client] = []  # clients with commands held back by a burst
-        # (with -f 0 replies wait for an fsync anyway: bursts would only split the groups)
-        self._stream_burst = 0 if self.sync_before_reply else STREAM_BURST
+        self._first = 0  # commands answered before the first send, this step (0: all)
+        # (with -f 0 replies wait for an fsync anyway: an early burst would split the groups)
+        self._first_burst = 0 if self.sync_before_reply else FIRST_BURST
         self._retry_at: float | None = None  # when to retry binlog writes the disk refused
         self.epoll = select.epoll()
         self.epoll.register(listener.fileno(), select.EPOLLIN)
@@ -424,15 +423,12 @@ class EpollLoop:
             events = self.epoll.poll(timeout)
         except InterruptedError:
             return
-        if events or self._bursting:
+        if events:
             self.step(events)
 
     def step(self, events: list[tuple[int, int]]) -> None:
-        """Handle socket events (possibly none, while clients are ``bursting``)."""
         now = self.clock()
-        self._burst = self._stream_burst if len(events) <= STREAM_READY else 0
-        if self._bursting:
-            self._continue_bursts(now)
+        self._first = self._first_burst if len(events) <= FIRST_BURST_READY else 0
         clients = self.clients
         listen_fd = self.listener.fileno()
         for fd, mask in events:
@@ -463,23 +459,6 @@ class EpollLoop:
                 self._drop(client, now)
         self._flush_dirty(now)
 
-    @property
-    def bursting(self) -> bool:
-        """Some clients' commands wait for their next burst: poll, do not sleep."""
-        return bool(self._bursting)
-
-    def _continue_bursts(self, now: float) -> None:
-        """The previous bursts' replies went out: answer the next burst of each client."""
-        clients, self._bursting = self._bursting, []
-        burst = self._stream_burst
-        for client in clients:
-            if self.clients.get(client.fd) is not client:
-                continue
-            conn = client.conn
-            conn.resume(now, burst)
-            if conn.resumable:
-                self._bursting.append(client)
-
     def _read(self, client: _Client, now: float) -> None:
         conn = client.conn
         try:
@@ -490,9 +469,7 @@ class EpollLoop:
             self._drop(client, now)
             return
         if data:
-            conn.receive(data, now, self._burst)
-            if conn.resumable:
-                self._bursting.append(client)  # the rest after these replies go out
+            conn.receive(data, now, self._first)  # (the rest: when these are sent)
             if conn.held > HELD_HIGH_WATER:  # behind a blocked reserve, or a slow reader's
                 # stop reading; a blocked client still gets TIMED_OUT if it hangs up
                 hangup = select.EPOLLRDHUP if conn.blocked else 0
@@ -806,8 +783,6 @@ def _bootstrap(loop: EpollLoop) -> threading.Event:
     while importer.is_alive() and not stop.is_set():
         when = loop.next_deadline()
         timeout = 0.005 if when is None else min(0.005, max(0.0, when - loop.clock()))
-        if loop.bursting:
-            timeout = 0.0
         loop.poll(timeout)
     return stop
 
@@ -886,10 +861,7 @@ async def _epoll_forever(loop: EpollLoop) -> None:
         when = loop.next_deadline()
         now = clock()
         events: list[tuple[int, int]] = []
-        bursting = loop.bursting
-        if bursting:
-            events = epoll.poll(0)  # (new input first; then the next bursts)
-        elif busy and not skip:
+        if busy and not skip:
             # Input came a moment ago: poll for a few microseconds more before sleeping, so
             # that clients keeping requests coming find the loop awake (putting the process
             # to sleep and waking it costs more than these polls). Spins that find nothing
@@ -904,11 +876,11 @@ async def _epoll_forever(loop: EpollLoop) -> None:
                 backoff = min(backoff * 2, SPIN_BACKOFF_MAX)
         elif skip and busy:
             skip -= 1
-        if not events and not bursting:
+        if not events:
             timeout = 0.05 if when is None else min(0.05, max(0.0, when - clock()))
             events = epoll.poll(timeout)
-        busy = bool(events) or bursting
-        if busy:
+        busy = bool(events)
+        if events:
             loop.step(events)
         now = clock()
         if now - checkpointed >= CHECKPOINT_INTERVAL or not events:
