@@ -82,6 +82,7 @@ import struct
 import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from typing import Final, NamedTuple
 
@@ -405,8 +406,6 @@ class _Replay:
         self.extra: dict[int, set[int]] = {}  # id -> other segments holding a full record
         self.order: dict[int, int] = {}  # id -> stamp of its last bury (buried jobs' order)
         self.tubes: dict[bytes, Tube] = {}
-        self.refs: dict[int, int] = {}  # segment -> anchors and latest records of live jobs
-        self.split = 0  # live jobs whose anchor and latest record are in different segments
         self.max_id = 0
         self.max_stamp = 0
         self.live = 0
@@ -427,8 +426,6 @@ class _Replay:
         max_id = self.max_id
         max_stamp = self.max_stamp
         live = self.live
-        refs = self.refs
-        placed = 0  # jobs whose anchor and latest record are now both in this segment
         both = seq << 32 | seq
         tube: Tube | None = None
         name = b""
@@ -486,18 +483,11 @@ class _Replay:
                     if state == D_BURIED:
                         order[key] = stamp
                     meta[key] = both
-                    placed += 1
                     live += length
                 # else: the state of a job whose full record is gone (deleted): stale
             else:
                 job = jobs[key]
                 anchor = m >> 32
-                latest = m & LOW
-                # (counts may dip below zero until this call's ``placed`` is added)
-                refs[anchor] = refs.get(anchor, 0) - 1
-                refs[latest] = refs.get(latest, 0) - 1
-                if anchor != latest:
-                    self.split -= 1
                 if not state:
                     del jobs[key]
                     del meta[key]
@@ -521,15 +511,7 @@ class _Replay:
                         self.extra.setdefault(jid, set()).add(anchor)
                         anchor = seq
                     meta[key] = anchor << 32 | seq
-                    if anchor == seq:
-                        placed += 1
-                    else:
-                        refs[anchor] = refs.get(anchor, 0) + 1
-                        refs[seq] = refs.get(seq, 0) + 1
-                        self.split += 1
             s += length
-        if placed:
-            refs[seq] = refs.get(seq, 0) + 2 * placed
         self.max_id = max_id
         self.max_stamp = max_stamp
         self.live = live
@@ -752,9 +734,14 @@ class Binlog:
         self._max_id = ctx.max_id
         self._stamp = ctx.max_stamp + 1
         segments = self._segments
-        for seq, count in ctx.refs.items():
-            segments[seq].refs += count
-        self._live = ctx.live + HS * ctx.split
+        split = 0
+        for packed, count in Counter(meta.values()).items():
+            anchor, latest = packed >> 32, packed & LOW
+            segments[anchor].refs += count
+            segments[latest].refs += count
+            if anchor != latest:
+                split += count
+        self._live = ctx.live + HS * split
         for jid, (seq, anchor) in ctx.dead.items():
             if anchor:
                 self._pin(seq, anchor)

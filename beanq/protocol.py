@@ -279,13 +279,16 @@ def _plain_number(arg: bytes) -> int:
     return -1
 
 
+_NOT_PLAIN: Final = (-1, 0, 0, 0)
+
+
 def _put_numbers(data: bytes, i: int, end: int) -> tuple[int, int, int, int]:
     """The four numbers of ``data[i:end]`` when they are a plain put's arguments ("pri delay
     ttr size": single spaces, ASCII digits, each within 32 bits), else (-1, 0, 0, 0): the
     long way then decides. One pass over the bytes, no intermediate objects (compiled, the
     result is a C struct): this runs for every put a server reads."""
-    fields = (0, 0, 0)
-    field = 0
+    pri = delay = ttr = 0
+    field = 0  # how many numbers are complete
     n = 0
     digits = 0
     while i < end:
@@ -297,11 +300,11 @@ def _put_numbers(data: bytes, i: int, end: int) -> tuple[int, int, int, int]:
             digits += 1
         elif ch == 32 and digits and field < 3:
             if field == 0:
-                fields = (n, 0, 0)
+                pri = n
             elif field == 1:
-                fields = (fields[0], n, 0)
+                delay = n
             else:
-                fields = (fields[0], fields[1], n)
+                ttr = n
             field += 1
             n = 0
             digits = 0
@@ -310,10 +313,7 @@ def _put_numbers(data: bytes, i: int, end: int) -> tuple[int, int, int, int]:
         i += 1
     if field != 3 or not digits:
         return _NOT_PLAIN
-    return fields[0], fields[1], fields[2], n
-
-
-_NOT_PLAIN: Final = (-1, 0, 0, 0)
+    return pri, delay, ttr, n
 
 
 class CommandReader:

@@ -137,8 +137,8 @@ def restored_job(
     buries: int,
     kicks: int,
 ) -> Job:
-    """A job as the binlog recorded it: one call per record at replay (compiled, a native
-    call; interpreted, far cheaper than ``Job`` followed by seven attribute writes)."""
+    """A job as the binlog recorded it: the binlog builds one per record at replay, and
+    ``Job`` takes only what a put gives."""
     job = Job(id, pri, delay, ttr, body, tube, created)
     job.state = state
     job.deadline = deadline
