@@ -24,13 +24,14 @@ later changes are 80-byte *short* records; a deletion is a short record in state
 
 Order. A job's records reach the log in the order they happened (segments in order, records
 in file order, a rewrite after what it copies), so at replay the last record read for a job
-wins. Per live job the binlog remembers two segments: its *anchor* (its newest full record,
-where its body is) and its *latest* record; both are pinned. A tombstone must outlive every
-full record of its job, so its segment is also pinned by the segment of the job's anchor, and
-a segment that received rewritten records is pinned by the segments they were copied from. A
-segment with no pins is garbage: it is unlinked once the records that superseded it are on
-disk, by the next ``sync`` (and in order: a directory fsync comes before the pins it held on
-newer segments are released), or at once if the server never syncs (``fsync=False``, ``-F``).
+wins. Per live job the binlog remembers two segments, in the job's ``logged`` field: its
+*anchor* (its newest full record, where its body is) and its *latest* record; both are
+pinned. A tombstone must outlive every full record of its job, so its segment is also pinned
+by the segment of the job's anchor, and a segment that received rewritten records is pinned
+by the segments they were copied from. A segment with no pins is garbage: it is unlinked
+once the records that superseded it are on disk, by the next ``sync`` (and in order: a
+directory fsync comes before the pins it held on newer segments are released), or at once if
+the server never syncs (``fsync=False``, ``-F``).
 Stamps come from one counter that never goes back; a buried job's record keeps the stamp of
 its bury, even when rewritten, and buried jobs come back in stamp order: the bury order.
 
@@ -103,6 +104,8 @@ REC_MAGIC: Final = b"bqR\x01"
 REC: Final = struct.Struct("<4sIIIQQddIIIIIIIBBH")
 REC_TAIL: Final = struct.Struct("<IIQQddIIIIIIIBBH")  # REC from `length` on: what the crc covers
 REC_BODY: Final = struct.Struct("<8xIIQQddIIIIIIIBB2x")  # REC without magic, crc and pad
+# REC_TAIL of a ready job with all counters at zero (a put, usually): the zeros are padding
+FRESH_TAIL: Final = struct.Struct("<IIQQ8xdII20xBB2x")
 REC_HEAD: Final = struct.Struct("<4sI")  # REC up to `length`: magic, crc
 REC_LENGTH_ID: Final = struct.Struct("<8xI4xQ")  # REC's length and id
 # REC_TAIL of a tombstone: length, pri 0, id, stamp, then zeros (0.0 packs as zero bytes too)
@@ -110,7 +113,7 @@ TOMB_TAIL: Final = struct.Struct("<IIQQ48x")
 HS: Final = REC.size  # 80: a short record, a tombstone, the header of a full record
 MAX_TUBE: Final = 200
 U32: Final = 0xFFFFFFFF
-LOW: Final = U32  # meta: anchor seq << 32 | latest seq
+LOW: Final = U32  # Job.logged: anchor seq << 32 | latest seq
 NAME_RE: Final = re.compile(r"binlog\.([0-9]+)\Z")
 
 # On-disk states (beanstalkd's numbering, so translated records need no table)
@@ -207,6 +210,20 @@ def _tail(job: Job, length: int, stamp: int, offset: float, tube_length: int) ->
     """The REC_TAIL of a record of ``job``'s current state (``offset``: wall - engine), its
     counters modulo 2**32."""
     state = job.state
+    if state is State.READY and not (
+        job.reserves | job.timeouts | job.releases | job.buries | job.kicks
+    ):  # (a third cheaper to pack)
+        return FRESH_TAIL.pack(
+            length,
+            job.pri,
+            job.id,
+            stamp,
+            job.created + offset,
+            job.delay,
+            job.ttr,
+            D_READY,
+            tube_length,
+        )
     return REC_TAIL.pack(
         length,
         job.pri,
@@ -400,8 +417,7 @@ class _Replay:
 
     def __init__(self, now: float, wall: float) -> None:
         self.offset = now - wall  # wall-clock seconds -> engine clock
-        self.jobs: dict[int, Job] = {}
-        self.meta: dict[int, int] = {}  # id -> anchor seq << 32 | latest seq (see Binlog)
+        self.jobs: dict[int, Job] = {}  # live jobs, each with its ``logged`` (see Binlog)
         self.dead: dict[int, tuple[int, int]] = {}  # id -> (tombstone seq, anchor seq or 0)
         self.extra: dict[int, set[int]] = {}  # id -> other segments holding a full record
         self.order: dict[int, int] = {}  # id -> stamp of its last bury (buried jobs' order)
@@ -415,10 +431,9 @@ class _Replay:
 
         The hot loop of a replay: every name it uses is local, a record for an id above every
         id seen so far (a put, in the common case) needs no lookup at all, and the id object
-        the record was unpacked into is the key of both tables (one int per job, not two)."""
+        the record was unpacked into is the key of the job table and the job's id."""
         unpack = REC_BODY.unpack_from
         jobs = self.jobs
-        meta = self.meta
         dead = self.dead
         order = self.order
         tubes = self.tubes
@@ -429,6 +444,7 @@ class _Replay:
         both = seq << 32 | seq
         tube: Tube | None = None
         name = b""
+        old: Job | None
         s = start
         while s < end:
             rec = unpack(buf, s)
@@ -444,12 +460,12 @@ class _Replay:
                 max_stamp = stamp
             if jid > max_id:
                 max_id = jid
-                m = None
+                old = None
                 fresh = True
             else:
-                m = meta.get(key)
+                old = jobs.get(key)
                 fresh = False
-            if m is None:
+            if old is None:
                 if not state:
                     prior = None if fresh else dead.get(key)
                     dead[key] = (seq, prior[1] if prior else 0)
@@ -464,7 +480,7 @@ class _Replay:
                             tube = tubes[name] = Tube(name)
                     deadline: float = rec[4]
                     created: float = rec[5]
-                    jobs[key] = restored_job(
+                    job = jobs[key] = restored_job(
                         jid,
                         rec[1],
                         rec[6],
@@ -482,15 +498,14 @@ class _Replay:
                     )
                     if state == D_BURIED:
                         order[key] = stamp
-                    meta[key] = both
+                    job.logged = both
                     live += length
                 # else: the state of a job whose full record is gone (deleted): stale
             else:
-                job = jobs[key]
-                anchor = m >> 32
+                job = old
+                anchor = job.logged >> 32
                 if not state:
                     del jobs[key]
-                    del meta[key]
                     dead[key] = (seq, anchor)
                     live -= HS + len(job.tube.name) + len(job.body)
                 else:
@@ -510,7 +525,7 @@ class _Replay:
                     if tlen and seq != anchor:
                         self.extra.setdefault(jid, set()).add(anchor)
                         anchor = seq
-                    meta[key] = anchor << 32 | seq
+                    job.logged = anchor << 32 | seq
             s += length
         self.max_id = max_id
         self.max_stamp = max_stamp
@@ -584,15 +599,15 @@ class Binlog:
         self._segments: dict[int, Segment] = {}  # by seq, oldest first
         self._cur: Segment | None = None
         self._next_seq = 1
-        # live job id -> anchor seq << 32 | latest seq: where its newest full record (its
-        # body) and its latest record (its state) are
-        self._meta: dict[int, int] = {}
         self._bury_order: dict[int, int] = {}  # buried job id -> stamp of its bury
         self._engine: Engine | None = None  # whose jobs compaction rewrites (set by replay)
         self._stamp = 1
         self._max_id = 0
         self._owed = 0  # room promised: tombstones of live jobs, records of accepted puts
-        self._credits: dict[int, int] = {}  # body size -> puts accepted, not yet written
+        # Puts that can_put accepted, not written yet. The server calls can_put before each put
+        # and puts at once, so the next put written is one of them, and the sizes they owe
+        # add up whatever the order.
+        self._promised = 0
         self._pending: list[Job] = []  # changes not written yet (a failed write)
         self._mark = 0  # highest id of a job put and deleted before it was written
         self._poisoned = False  # a failed write could not be cleared from the current segment
@@ -730,12 +745,12 @@ class Binlog:
 
     def _adopt(self, ctx: _Replay) -> None:
         """Take over the replayed bookkeeping: references, pins, owed room."""
-        self._meta = meta = ctx.meta
+        jobs = ctx.jobs
         self._max_id = ctx.max_id
         self._stamp = ctx.max_stamp + 1
         segments = self._segments
         split = 0
-        for packed, count in Counter(meta.values()).items():
+        for packed, count in Counter([job.logged for job in jobs.values()]).items():
             anchor, latest = packed >> 32, packed & LOW
             segments[anchor].refs += count
             segments[latest].refs += count
@@ -748,11 +763,11 @@ class Binlog:
             for other in ctx.extra.get(jid, ()):
                 self._pin(seq, other)
         for jid, others in ctx.extra.items():
-            m = meta.get(jid)
-            if m is not None:
+            job = jobs.get(jid)
+            if job is not None:
                 for other in others:
-                    self._pin(m >> 32, other)
-        self._owed = DEL * len(meta)
+                    self._pin(job.logged >> 32, other)
+        self._owed = DEL * len(jobs)
         for seg in segments.values():
             self._old_used += seg.used
         for seg in list(segments.values()):
@@ -789,7 +804,7 @@ class Binlog:
         """Promise room for a new job's full record and its tombstone, or refuse.
 
         When the current segment has the room already (the common case), no lock: this
-        reads and changes only what ``sync`` never touches (the owed room, the credits, the
+        reads and changes only what ``sync`` never touches (the owed room, the promises, the
         current segment's size and fill), all of it owned by the thread that calls
         ``write``. Growing the segment or starting the next one takes the lock."""
         need = PUT_ROOM + body_size
@@ -803,8 +818,7 @@ class Binlog:
                 if want > cur.cap and not self._grow(want):
                     return False
         self._owed += need
-        credits = self._credits
-        credits[body_size] = credits.get(body_size, 0) + 1
+        self._promised += 1
         return True
 
     def _current(self) -> Segment:
@@ -928,8 +942,6 @@ class Binlog:
         parts = batch.parts
         effects = batch.effects
         left: list[Job] = []
-        meta = self._meta
-        credits = self._credits
         limit = self.size
         # The batch's end and room, kept in locals while records fit, and handed to (and
         # taken back from) the batch and self around each call to _place.
@@ -943,19 +955,18 @@ class Binlog:
         try:
             for i, job in enumerate(jobs):
                 jid = job.id
-                m = meta.get(jid)
                 if job.state is State.DELETED:
-                    if m is None:
+                    if not job.logged:
                         self._collapse(job)  # nothing on disk: nothing to write
                         continue
                     kind = _TOMB
                     size = HS
                     owed = True
                     extra = 0
-                elif m is None:
+                elif not job.logged:
                     blen = len(job.body)
                     size = HS + len(job.tube.name) + blen
-                    owed = blen in credits  # room that can_put promised
+                    owed = self._promised > 0  # room that can_put promised
                     kind = _PUT_RESERVED if owed else _PUT
                     extra = 0 if owed else DEL
                 else:
@@ -986,9 +997,9 @@ class Binlog:
                 else:
                     parts += _record(job, stamp, offset, full=kind != _UPDATE)
                     effects.append((kind, jid, job, stamp, size))
-                    if owed:  # the promise is kept: its room is used up, its credit too
+                    if owed:  # the promise is kept: its room is used up (but a tombstone's)
                         released += PUT_ROOM - DEL + blen
-                        self._use_credit(blen)
+                        self._promised -= 1
                 stamp += 1
                 pos = end
             reached = len(jobs)
@@ -1004,9 +1015,8 @@ class Binlog:
             unwritten = {id(left_job) for left_job in left}
             for kind, _, put, _, _ in effects:
                 unwritten.add(id(put))
-                if kind == _PUT_RESERVED and put is not None:
-                    size = len(put.body)
-                    credits[size] = credits.get(size, 0) + 1
+                if kind == _PUT_RESERVED:
+                    self._promised += 1
             self._pending = [j for j in jobs[:reached] if id(j) in unwritten] + jobs[reached:]
             self._complain("write", "binlog: write failed, changes kept for retry: %s", exc)
             return
@@ -1020,23 +1030,15 @@ class Binlog:
     def _collapse(self, job: Job) -> None:
         """A job put and deleted before its record was written: release its promise, and
         remember its id (the highest id handed out must reach the disk)."""
-        size = len(job.body)
-        if size in self._credits:
-            self._use_credit(size)
-            self._owed -= PUT_ROOM + size
+        if self._promised:
+            self._promised -= 1
+            self._owed -= PUT_ROOM + len(job.body)
         self._mark = max(self._mark, job.id)
 
     def _add_mark(self, batch: _Batch, jid: int) -> None:
         """A tombstone for the highest id handed out, so that ids are never reused."""
         if self._place(batch, HS, owed=False, extra=0):
             batch.add(_tombstone(jid, self._next_stamp()), (_MARK, jid, None, 0, HS), 0)
-
-    def _use_credit(self, body_size: int) -> None:
-        left = self._credits[body_size] - 1
-        if left:
-            self._credits[body_size] = left
-        else:
-            del self._credits[body_size]
 
     def _next_stamp(self) -> int:
         stamp = self._stamp
@@ -1102,7 +1104,6 @@ class Binlog:
         Its loop runs once per record, so everything is done inline."""
         seq = cur.seq
         both = seq << 32 | seq
-        meta = self._meta
         bury_order = self._bury_order
         buried = State.BURIED
         max_id = self._max_id
@@ -1115,31 +1116,30 @@ class Binlog:
             if job is None:  # _MARK: only the id
                 continue
             if kind <= _PUT_RESERVED:  # _PUT or _PUT_RESERVED
-                meta[jid] = both
+                job.logged = both
                 refs += 2
                 live += size
                 if kind == _PUT:
                     owed += DEL
             elif kind == _UPDATE:
-                packed = meta[jid]
+                packed = job.logged
                 latest = packed & LOW
                 if latest != seq:  # (else nothing moves: its records stay where they are)
                     anchor = packed >> 32
-                    meta[jid] = anchor << 32 | seq
+                    job.logged = anchor << 32 | seq
                     refs += 1
                     live += HS * ((anchor != seq) - (anchor != latest))
                     self._unref(latest)
             else:  # _TOMB or _REWRITE: the job's records so far no longer count
+                packed = job.logged
+                anchor, latest = packed >> 32, packed & LOW
                 if kind == _TOMB:
-                    packed = meta.pop(jid)
-                    anchor, latest = packed >> 32, packed & LOW
+                    job.logged = 0
                     live -= HS + len(job.tube.name) + len(job.body) + HS * (anchor != latest)
                     if bury_order:
                         bury_order.pop(jid, None)
                 else:
-                    packed = meta[jid]
-                    anchor, latest = packed >> 32, packed & LOW
-                    meta[jid] = both
+                    job.logged = both
                     refs += 2
                     live -= HS * (anchor != latest)
                     self.records_migrated += 1
@@ -1251,7 +1251,6 @@ class Binlog:
         batch = _Batch()
         parts = batch.parts
         effects = batch.effects
-        meta_get = self._meta.get
         bury_order = self._bury_order
         jobs = self._engine.jobs
         limit = self.size
@@ -1271,12 +1270,8 @@ class Binlog:
                 while ids and budget > 0:
                     jid = ids.pop()
                     budget -= 16  # looking costs too, so that this always ends
-                    m = meta_get(jid)
-                    if m is None or seq not in (m >> 32, m & LOW):
-                        continue
                     job = jobs.get(jid)
-                    if job is None:  # pragma: no cover - meta and the engine agree
-                        self._complain("bug", "binlog: job %d is not in the engine", jid)
+                    if job is None or seq not in (job.logged >> 32, job.logged & LOW):
                         continue
                     size = HS + len(job.tube.name) + len(job.body)
                     end = pos + size
@@ -1342,13 +1337,14 @@ class Binlog:
         seg = self._segments.get(seq)
         self._evac = None
         if seg is not None and seg.dead_at is None and seg.refs:
-            ids = self._ids_by_meta(seq)
+            ids = self._ids_by_scan(seq)
             if ids:
                 self._evac = (seq, ids)
 
-    def _ids_by_meta(self, seq: int) -> list[int]:
+    def _ids_by_scan(self, seq: int) -> list[int]:
         """Ids of the live jobs with a record in segment ``seq``, the slow way."""
-        return [jid for jid, m in self._meta.items() if seq in (m >> 32, m & LOW)]
+        jobs = self._engine.jobs if self._engine is not None else {}
+        return [j.id for j in jobs.values() if seq in (j.logged >> 32, j.logged & LOW)]
 
     def _ids_in(self, seg: Segment) -> list[int]:
         """Ids of the jobs with records in ``seg`` (read back from the file), last first."""
@@ -1357,7 +1353,7 @@ class Binlog:
                 buf = f.read()
         except OSError as exc:
             log.error("binlog: cannot read %s: %s", seg.path, exc.strerror)
-            return self._ids_by_meta(seg.seq)
+            return self._ids_by_scan(seg.seq)
         ranges: list[tuple[bytes, int, int]]
         if seg.foreign:
             recs = binlog_v7.translate(buf, seg.path, 1, REC, REC_MAGIC, self.max_job_size)
@@ -1429,8 +1425,7 @@ class Binlog:
 
     def job_file(self, job: Job) -> int:
         """The segment holding the job's latest record (0: not written yet)."""
-        m = self._meta.get(job.id)
-        return 0 if m is None else m & LOW
+        return job.logged & LOW
 
     def _complain(self, kind: str, fmt: str, *args: object) -> None:
         """Log a problem of some kind: at once, then at most every RETRY_LOG_INTERVAL while

@@ -87,6 +87,7 @@ class Job:
         "entry",
         "id",
         "kicks",
+        "logged",
         "pri",
         "releases",
         "reserver",
@@ -116,6 +117,10 @@ class Job:
         self.releases = 0
         self.buries = 0
         self.kicks = 0
+        # Where the binlog holds this job's records, for the binlog alone (0: nowhere). On the
+        # job rather than in a table beside it for the same reason as beanstalkd's job->file:
+        # every logged change looks it up, and millions of jobs would need millions of entries.
+        self.logged = 0
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {STATE_NAMES[self.state]} pri={self.pri} tube={self.tube.name!r}>"
