@@ -180,14 +180,18 @@ class Segment:
 class _Batch:
     """Records for the current segment, not yet written: one frame."""
 
-    __slots__ = ("effects", "parts", "released", "size")
+    __slots__ = ("effects", "parts", "puts", "released", "size")
 
     def __init__(self) -> None:
-        # parts and effects are emptied in place once written (_flush and _compact hold them)
+        # parts, effects and puts are emptied in place once written (_flush and _compact hold
+        # them)
         self.parts: list[bytes] = []
         self.size = 0  # bytes, frame header included once there is a record
         self.released = 0  # owed room these records use up
         self.effects: list[Effect] = []
+        # The full records of promised puts of jobs that are not buried, the bulk of most
+        # frames: what they do to the bookkeeping follows from the job alone, no Effect needed.
+        self.puts: list[Job] = []
 
     def add(self, parts: list[bytes], effect: Effect, released: int) -> None:
         if not self.parts:
@@ -941,6 +945,8 @@ class Binlog:
         batch = _Batch()
         parts = batch.parts
         effects = batch.effects
+        puts = batch.puts
+        buried = State.BURIED
         left: list[Job] = []
         limit = self.size
         # The batch's end and room, kept in locals while records fit, and handed to (and
@@ -996,7 +1002,10 @@ class Binlog:
                     released += DEL
                 else:
                     parts += _record(job, stamp, offset, full=kind != _UPDATE)
-                    effects.append((kind, jid, job, stamp, size))
+                    if kind == _PUT_RESERVED and job.state is not buried:
+                        puts.append(job)
+                    else:
+                        effects.append((kind, jid, job, stamp, size))
                     if owed:  # the promise is kept: its room is used up (but a tombstone's)
                         released += PUT_ROOM - DEL + blen
                         self._promised -= 1
@@ -1013,10 +1022,13 @@ class Binlog:
             # Not written: the jobs of the failed frame, those without room, those not
             # reached. The puts among them keep their promises.
             unwritten = {id(left_job) for left_job in left}
-            for kind, _, put, _, _ in effects:
-                unwritten.add(id(put))
+            for kind, _, changed, _, _ in effects:
+                unwritten.add(id(changed))
                 if kind == _PUT_RESERVED:
                     self._promised += 1
+            for put in puts:
+                unwritten.add(id(put))
+                self._promised += 1
             self._pending = [j for j in jobs[:reached] if id(j) in unwritten] + jobs[reached:]
             self._complain("write", "binlog: write failed, changes kept for retry: %s", exc)
             return
@@ -1080,11 +1092,12 @@ class Binlog:
             raise
         cur.used += total
         self._appended += total
-        self.records_written += len(batch.effects)
+        self.records_written += len(batch.effects) + len(batch.puts)
         self._owed -= batch.released
-        self._apply(cur, batch.effects)
+        self._apply(cur, batch.effects, batch.puts)
         parts.clear()
         batch.effects.clear()
+        batch.puts.clear()
         batch.size = batch.released = 0
 
     def _erase(self, cur: Segment, size: int) -> None:
@@ -1097,7 +1110,7 @@ class Binlog:
             log.error("binlog: cannot clear a failed write in %s: %s", cur.path, exc)
         self._poisoned = True  # records may lie past `used`: write in a new segment next
 
-    def _apply(self, cur: Segment, effects: list[Effect]) -> None:
+    def _apply(self, cur: Segment, effects: list[Effect], puts: list[Job]) -> None:
         """Bookkeeping for records now written in the current segment ``cur``, in order:
         where each job's records are, the references and pins of segments (an old segment
         that loses its last reference may be garbage), live bytes, owed room, bury order.
@@ -1109,7 +1122,12 @@ class Binlog:
         max_id = self._max_id
         live = self._live
         owed = 0
-        refs = 0  # to add to cur.refs (nothing reads them meanwhile)
+        refs = 2 * len(puts)  # to add to cur.refs (nothing reads them meanwhile)
+        for put in puts:
+            put.logged = both
+            live += HS + len(put.tube.name) + len(put.body)
+            if put.id > max_id:
+                max_id = put.id
         for kind, jid, job, stamp, size in effects:
             if jid > max_id:
                 max_id = jid
