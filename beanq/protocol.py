@@ -414,7 +414,8 @@ class CommandReader:
                 if end - pos < size + 2:
                     break
                 if buf[pos + size : pos + size + 2] == b"\r\n":
-                    put.body = bytes(buf[pos : pos + size])
+                    with memoryview(buf) as view:  # (one copy of a big body, not two)
+                        put.body = bytes(view[pos : pos + size])
                     events.append(put)
                 else:
                     events.append(Invalid(EXPECTED_CRLF, "put", producer=True))
