@@ -183,8 +183,7 @@ class _Batch:
     __slots__ = ("effects", "parts", "puts", "released", "size")
 
     def __init__(self) -> None:
-        # parts, effects and puts are emptied in place once written (_flush and _compact hold
-        # them)
+        # emptied in place once written (_flush and _compact hold on to the lists)
         self.parts: list[bytes] = []
         self.size = 0  # bytes, frame header included once there is a record
         self.released = 0  # owed room these records use up
@@ -216,7 +215,7 @@ def _tail(job: Job, length: int, stamp: int, offset: float, tube_length: int) ->
     state = job.state
     if state is State.READY and not (
         job.reserves | job.timeouts | job.releases | job.buries | job.kicks
-    ):  # (a third cheaper to pack)
+    ):  # (9 fields to convert instead of 16)
         return FRESH_TAIL.pack(
             length,
             job.pri,
@@ -1111,10 +1110,11 @@ class Binlog:
         self._poisoned = True  # records may lie past `used`: write in a new segment next
 
     def _apply(self, cur: Segment, effects: list[Effect], puts: list[Job]) -> None:
-        """Bookkeeping for records now written in the current segment ``cur``, in order:
-        where each job's records are, the references and pins of segments (an old segment
-        that loses its last reference may be garbage), live bytes, owed room, bury order.
-        Its loop runs once per record, so everything is done inline."""
+        """Bookkeeping for records now written in the current segment ``cur``: where each
+        job's records are, the references and pins of segments (an old segment that loses its
+        last reference may be garbage), live bytes, owed room, bury order. The plain puts
+        first (each touches only its own job and ``cur``), then the effects in order. Its
+        loops run once per record, so everything is done inline."""
         seq = cur.seq
         both = seq << 32 | seq
         bury_order = self._bury_order

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from beanq import binlog as bl
 from beanq import protocol as p
@@ -331,6 +333,57 @@ def test_replayed_jobs_are_served_by_priority_then_id(rig: Rig, pris: list[int])
     after.advance(101)
     assert after.reserve().id == later.id
     after.close()
+
+
+U32_ = st.integers(0, 2**32 - 1)
+
+
+@given(
+    pri=U32_,
+    jid=st.integers(1, 2**63 - 1),
+    delay=U32_,
+    ttr=U32_,
+    stamp=st.integers(0, 2**63 - 1),
+    created=st.floats(0, 1e9),
+    offset=st.floats(-1e9, 2e9),
+    counters=st.just([0] * 5) | st.lists(st.integers(0, 2**33), min_size=5, max_size=5),
+    state=st.sampled_from([State.READY, State.RESERVED, State.BURIED, State.DELAYED]),
+)
+def test_a_record_holds_the_fields_of_the_job_it_records(
+    pri: int,
+    jid: int,
+    delay: int,
+    ttr: int,
+    stamp: int,
+    created: float,
+    offset: float,
+    counters: list[int],
+    state: State,
+) -> None:
+    """Every record is packed field by field, except the commonest (a ready job with no
+    counters yet), which is packed with its zeros as padding: the bytes must be the same."""
+    engine = Engine(0.0)
+    job = engine.put(engine.connect(), 0, 0, 1, b"body", created)
+    job.id, job.pri, job.delay, job.ttr = jid, pri, delay, ttr
+    job.state = state
+    job.deadline = created + 5
+    job.reserves, job.timeouts, job.releases, job.buries, job.kicks = counters
+    disk = {State.READY: 1, State.RESERVED: 2, State.BURIED: 3, State.DELAYED: 4}[state]
+    expected = bl.REC_TAIL.pack(
+        91,
+        pri,
+        jid,
+        stamp,
+        job.deadline + offset if state is State.DELAYED else 0.0,
+        created + offset,
+        delay,
+        ttr,
+        *(c & 0xFFFFFFFF for c in counters),
+        disk,
+        7,
+        0,
+    )
+    assert bl._tail(job, 91, stamp, offset, 7) == expected
 
 
 def test_reserved_jobs_come_back_ready_with_their_reserve_counted(rig: Rig) -> None:
