@@ -44,11 +44,6 @@ class BinlogStats(NamedTuple):
 NO_BINLOG = BinlogStats()
 
 
-def _job_reply(word: bytes, job: Job) -> bytes:
-    body = job.body
-    return b"%s %d %d\r\n%b\r\n" % (word, job.id, len(body), body)
-
-
 _NOTICE_REPLY = {Notice.TIMED_OUT: p.TIMED_OUT, Notice.DEADLINE_SOON: p.DEADLINE_SOON}
 
 
@@ -310,7 +305,7 @@ class Connection:
     def wake(self, notice: Job | Notice, now: float) -> None:
         self.blocked = False
         if isinstance(notice, Job):
-            self._reply(_job_reply(b"RESERVED", notice))
+            self._reply_job(b"RESERVED", notice)
         else:
             self._reply(_NOTICE_REPLY[notice])
         self._run_pending(now)
@@ -335,6 +330,15 @@ class Connection:
             self.hub.dirty.append(self)
         self.out.append(data)
         self.unsent += len(data)
+
+    def _reply_job(self, word: bytes, job: Job) -> None:
+        body = job.body
+        if len(body) < p.BIG_BODY:
+            self._reply(b"%s %d %d\r\n%b\r\n" % (word, job.id, len(body), body))
+        else:  # three parts: the server sends the body as it is (EpollLoop._send_parts)
+            self._reply(b"%s %d %d\r\n" % (word, job.id, len(body)))
+            self._reply(body)
+            self._reply(b"\r\n")
 
     def _count(self, name: str) -> None:
         self.hub.engine.commands[name] += 1
@@ -396,7 +400,7 @@ class Connection:
         if result is None:
             self.blocked = True
         elif isinstance(result, Job):
-            self._reply(_job_reply(b"RESERVED", result))
+            self._reply_job(b"RESERVED", result)
         else:
             self._reply(_NOTICE_REPLY[result])
 
@@ -412,7 +416,10 @@ class Connection:
         elif name == "peek":
             self._count(name)
             job = engine.peek(cmd.id)
-            self._reply(p.NOT_FOUND if job is None else _job_reply(b"FOUND", job))
+            if job is None:
+                self._reply(p.NOT_FOUND)
+            else:
+                self._reply_job(b"FOUND", job)
         elif name == "reserve-job":
             self._count(name)
             job = engine.reserve_job(self.session, cmd.id, now)
@@ -420,7 +427,7 @@ class Connection:
                 self._reply(p.NOT_FOUND)
             else:
                 engine.mark_worker(self.session)
-                self._reply(_job_reply(b"RESERVED", job))
+                self._reply_job(b"RESERVED", job)
         elif name == "kick-job":
             self._count(name)
             self._reply(p.KICKED if engine.kick_job(cmd.id, now) else p.NOT_FOUND)
@@ -493,7 +500,10 @@ class Connection:
             job = engine.peek_delayed(s)
         else:
             job = engine.peek_buried(s)
-        self._reply(p.NOT_FOUND if job is None else _job_reply(b"FOUND", job))
+        if job is None:
+            self._reply(p.NOT_FOUND)
+        else:
+            self._reply_job(b"FOUND", job)
 
     def _invalid(self, event: p.Invalid, now: float) -> None:
         if event.counted == "put" and self._put_started:

@@ -29,6 +29,9 @@ import re
 from typing import ClassVar, Final, NamedTuple
 
 MAX_LINE: Final = 224  # a command line including its CRLF, as beanstalkd's LINE_BUF_SIZE
+# Bodies this big are copied once on the way in (into the job) and not at all on the way out
+# (the server sends them as they are, beside their reply lines)
+BIG_BODY: Final = 16 << 10
 MAX_TUBE_NAME: Final = 200
 DEFAULT_MAX_JOB_SIZE: Final = 65535
 MAX_JOB_SIZE_LIMIT: Final = 1 << 30
@@ -324,8 +327,10 @@ class CommandReader:
         "_body_size",
         "_buf",
         "_discard",
+        "_have",
         "_max_job_size",
         "_pending_put",
+        "_pieces",
         "_state",
     )
 
@@ -337,21 +342,31 @@ class CommandReader:
         self._discard = 0  # DISCARD_BODY: bytes still to throw away
         self._body_size = 0  # BODY: size announced by the pending put
         self._announced = False  # PutStarted was emitted for the pending put
+        # BODY of a big put whose line came with nothing buffered: the pieces received so far
+        # (from the body's first byte on), joined once when the body is whole
+        self._pieces: list[bytes | memoryview] = []
+        self._have = 0
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet turned into events (a partial line or body)."""
-        return len(self._buf)
+        return len(self._buf) + self._have
 
     def feed(self, data: bytes) -> list[Event]:
         """Add received bytes; return every event they complete, in order."""
         events: list[Event] = []
+        if self._pieces:
+            self._pieces.append(data)
+            self._have += len(data)
+            if self._have >= self._body_size + 2:
+                self._finish_big_body(events)
+            return events
         if self._buf or self._state != _Need.LINE:
             self._buf += data
         else:
             # Nothing buffered (the usual case): take what is whole straight from ``data``.
             pos = self._scan(data, events)
-            if pos == len(data):
+            if pos == len(data) or self._start_big_body(data, pos, events):
                 return events
             self._buf += memoryview(data)[pos:]
         self._drain(events)
@@ -384,6 +399,51 @@ class CommandReader:
             events.append(event)
             pos = eol + 2
         return pos
+
+    def _start_big_body(self, data: bytes, pos: int, events: list[Event]) -> bool:
+        """At ``pos``, a put line whose big body has not all arrived: keep the body's pieces
+        as received instead of copying them into the buffer (then a body is copied once, into
+        the job). False, changing nothing, for anything else."""
+        eol = data.find(b"\r\n", pos, pos + MAX_LINE)
+        if eol < 0 or not data.startswith(b"put ", pos):
+            return False
+        pri, delay, ttr, size = _put_numbers(data, pos + 4, eol)
+        if pri < 0 or size < BIG_BODY or size > self._max_job_size:
+            return False
+        if eol + size + 4 <= len(data) or self._start_put(pri, delay, ttr, size, b""):
+            return False  # (the body is all there but not its CRLF; numbers out of range)
+        self._pieces.append(memoryview(data)[eol + 2 :])
+        self._have = len(data) - eol - 2
+        self._announced = True
+        events.append(PutStarted(too_big=False))
+        return True
+
+    def _finish_big_body(self, events: list[Event]) -> None:
+        """The pieces hold the whole body and its CRLF: the put, then what followed."""
+        pieces = self._pieces
+        left = self._body_size
+        body = rest = b""
+        for i, piece in enumerate(pieces):
+            if len(piece) > left:
+                view = memoryview(piece)
+                body = b"".join([*pieces[:i], view[:left]])
+                rest = b"".join([view[left:], *pieces[i + 1 :]])
+                break
+            left -= len(piece)
+        self._pieces = []
+        self._have = 0
+        put = self._pending_put
+        assert put is not None
+        if rest.startswith(b"\r\n"):
+            put.body = body
+            events.append(put)
+        else:
+            events.append(Invalid(EXPECTED_CRLF, "put", producer=True))
+        self._pending_put = None
+        self._announced = False
+        self._state = _Need.LINE
+        if len(rest) > 2:
+            events += self.feed(rest[2:])
 
     def _drain(self, events: list[Event]) -> None:
         """Parse what the buffer holds, through every state, appending to ``events``."""

@@ -58,6 +58,7 @@ FIRST_BURST = 4
 FIRST_BURST_READY = 2  # ready connections in one wake-up, at most, for an early first burst
 OUTPUT_HIGH_WATER = 1 << 20  # stop reading a client whose unsent replies exceed this
 HELD_HIGH_WATER = 1_000  # ... or that has this many commands queued behind a blocked reserve
+GATHER_MAX = 64  # reply parts one sendmsg takes, at most (the kernel's limit is 1,024)
 ACCEPT_BATCH = 64
 ACCEPT_RETRY = 0.1  # seconds to stop accepting after EMFILE/ENFILE
 SD_LISTEN_FDS_START = 3
@@ -503,12 +504,21 @@ class EpollLoop:
                     conn.out.clear()
                     continue
                 out = conn.out
+                plain = not client.wbuf and client.mask == _READ and not conn.held
+                if (
+                    plain
+                    and held is None
+                    and conn.unsent >= protocol.BIG_BODY
+                    and 1 < len(out) <= GATHER_MAX
+                ):
+                    self._send_parts(client, out, now)
+                    continue
                 data = out[0] if len(out) == 1 else b"".join(out)
                 out.clear()
                 if held is not None:
                     held.append((client, data))
                     continue
-                if not client.wbuf and client.mask == _READ and not conn.held:
+                if plain:
                     # The common case, inlined: nothing queued, and the socket takes it all.
                     try:
                         sent = client.sock.send(data)
@@ -525,6 +535,28 @@ class EpollLoop:
                 self._send(client, data)  # closes the client too, once all is out
             hub.deliver(now)
         self._journal_changes(now)
+
+    def _send_parts(self, client: _Client, parts: list[bytes], now: float) -> None:
+        """Send replies that carry big bodies as they are (one ``sendmsg``), without first
+        copying them into one buffer: a 64 KiB body is copied only into the socket."""
+        conn = client.conn
+        total = sum([len(part) for part in parts])
+        try:
+            sent = client.sock.sendmsg(parts)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            parts.clear()
+            self._drop(client, now)
+            return
+        if sent == total:
+            parts.clear()
+            conn.unsent = 0
+            self._close_if_done(client, now)
+            return
+        rest = b"".join(parts)[sent:]  # (the socket is full: rare, and a copy is fine)
+        parts.clear()
+        self._send(client, rest)
 
     def _journal_changes(self, now: float) -> bool:
         changes = self.hub.engine.changes

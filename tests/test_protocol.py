@@ -248,6 +248,48 @@ def test_arbitrary_bytes_never_raise_and_never_depend_on_splits(
     assert reader.buffered <= max(p.MAX_LINE, MAX + 2)
 
 
+BIG = p.BIG_BODY
+# (parts are drawn as small descriptions: Hypothesis warns about the repr of big examples)
+big_put = st.tuples(
+    st.sampled_from([BIG - 1, BIG, BIG + 1, 40_000, 65_535, 65_536]),
+    st.integers(0, 255),
+    st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"xx", b"\r"]),  # (a bad end too)
+)
+small_part = st.sampled_from(
+    [b"delete 7\r\n", b"put 0 0 1 2\r\nab\r\n", b"stats\r\n", b"\r\n", b"x"]
+)
+
+
+def wire(part: bytes | tuple[int, int, bytes]) -> bytes:
+    if isinstance(part, bytes):
+        return part
+    size, byte, end = part
+    return b"put 1 0 60 %d\r\n%b%b" % (size, bytes([byte]) * size, end)
+
+
+@given(st.lists(big_put | small_part, max_size=6), st.lists(st.integers(0, 10**6), max_size=8))
+def test_big_bodies_parse_the_same_however_they_arrive(
+    parts: list[bytes | tuple[int, int, bytes]], at: list[int]
+) -> None:
+    """Big bodies that arrive in pieces are kept as pieces and joined once; the events must
+    be those of the same bytes read in one go, each unfinished put announced once."""
+    stream = b"".join(map(wire, parts))
+    cuts = sorted(n * len(stream) // 10**6 for n in at)
+    reader = p.CommandReader(65_535)
+    events: list[p.Event] = []
+    start = 0
+    for cut in [*cuts, len(stream)]:
+        events += reader.feed(stream[start:cut])
+        start = cut
+        assert reader.buffered <= max(p.MAX_LINE, 65_535 + 2)
+    assert without_put_started(events) == without_put_started(feed_whole(stream, 65_535))
+    started = [i for i, e in enumerate(events) if isinstance(e, p.PutStarted)]
+    for i in started[: len(started) - (started[-1:] == [len(events) - 1])]:
+        # each announcement is followed by its put's outcome (the last may still be coming)
+        nxt = events[i + 1]
+        assert isinstance(nxt, p.Put) or (isinstance(nxt, p.Invalid) and nxt.counted)
+
+
 # The shortcuts for the commands a busy server reads most must agree with the general parser
 # on every line they accept, and leave every other line to it.
 LIMITS = [2**31, 2**32, 2**64]  # where a shortcut must hand over: INT, U32 and U64 maxima
