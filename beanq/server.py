@@ -232,13 +232,10 @@ def collect_survivors(everything: bool = False) -> None:
 
 def _malloc_trim() -> None:
     """glibc keeps freed memory for reuse; malloc_trim hands it back. Elsewhere, nothing."""
-    import ctypes.util  # only here: it is needed after bursts, not at start-up
+    import ctypes  # only here: it is needed after bursts, not at start-up
 
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
     try:
-        trim = ctypes.CDLL(name).malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return
     trim(0)
