@@ -335,10 +335,16 @@ class Connection:
         body = job.body
         if len(body) < p.BIG_BODY:
             self._reply(b"%s %d %d\r\n%b\r\n" % (word, job.id, len(body), body))
-        else:  # three parts: the server sends the body as it is (EpollLoop._send_parts)
+        else:  # three parts: the server sends the body as it is (EpollLoop._send_now)
             self._reply(b"%s %d %d\r\n" % (word, job.id, len(body)))
             self._reply(body)
             self._reply(b"\r\n")
+
+    def _reply_found(self, job: Job | None) -> None:
+        if job is None:
+            self._reply(p.NOT_FOUND)
+        else:
+            self._reply_job(b"FOUND", job)
 
     def _count(self, name: str) -> None:
         self.hub.engine.commands[name] += 1
@@ -415,11 +421,7 @@ class Connection:
             self._reply(p.TOUCHED if engine.touch(self.session, cmd.id, now) else p.NOT_FOUND)
         elif name == "peek":
             self._count(name)
-            job = engine.peek(cmd.id)
-            if job is None:
-                self._reply(p.NOT_FOUND)
-            else:
-                self._reply_job(b"FOUND", job)
+            self._reply_found(engine.peek(cmd.id))
         elif name == "reserve-job":
             self._count(name)
             job = engine.reserve_job(self.session, cmd.id, now)
@@ -500,10 +502,7 @@ class Connection:
             job = engine.peek_delayed(s)
         else:
             job = engine.peek_buried(s)
-        if job is None:
-            self._reply(p.NOT_FOUND)
-        else:
-            self._reply_job(b"FOUND", job)
+        self._reply_found(job)
 
     def _invalid(self, event: p.Invalid, now: float) -> None:
         if event.counted == "put" and self._put_started:

@@ -366,7 +366,7 @@ class CommandReader:
         else:
             # Nothing buffered (the usual case): take what is whole straight from ``data``.
             pos = self._scan(data, events)
-            if pos == len(data) or self._start_big_body(data, pos, events):
+            if pos == len(data):
                 return events
             self._buf += memoryview(data)[pos:]
         self._drain(events)
@@ -374,8 +374,10 @@ class CommandReader:
 
     def _scan(self, data: bytes, events: list[Event]) -> int:
         """Parse whole commands from the start of ``data``: well-formed puts whose body is all
-        there, and other complete lines. Stop at anything else (a partial command, a put to
-        check the long way) and return where: the buffered path takes it from there."""
+        there, and other complete lines; a well-formed put of a big body still on its way
+        takes the rest of ``data`` as the body's first piece. Stop at anything else (a partial
+        command, a put to check the long way) and return where: the buffered path takes it
+        from there."""
         pos = 0
         end = len(data)
         limit = self._max_job_size
@@ -385,11 +387,14 @@ class CommandReader:
                 return pos
             if data.startswith(b"put ", pos):
                 pri, delay, ttr, size = _put_numbers(data, pos + 4, eol)
-                if pri < 0:
+                if pri < 0 or size > limit:
                     return pos
                 start = eol + 2
                 stop = start + size
-                if size > limit or stop + 2 > end or data[stop : stop + 2] != b"\r\n":
+                if stop + 2 > end and size >= BIG_BODY:
+                    self._start_big_body(data, start, pri, delay, ttr, size, events)
+                    return end
+                if stop + 2 > end or data[stop : stop + 2] != b"\r\n":
                     return pos
                 events.append(Put(pri, delay, ttr, data[start:stop]))
                 pos = stop + 2
@@ -400,23 +405,24 @@ class CommandReader:
             pos = eol + 2
         return pos
 
-    def _start_big_body(self, data: bytes, pos: int, events: list[Event]) -> bool:
-        """At ``pos``, a put line whose big body has not all arrived: keep the body's pieces
-        as received instead of copying them into the buffer (then a body is copied once, into
-        the job). False, changing nothing, for anything else."""
-        eol = data.find(b"\r\n", pos, pos + MAX_LINE)
-        if eol < 0 or not data.startswith(b"put ", pos):
-            return False
-        pri, delay, ttr, size = _put_numbers(data, pos + 4, eol)
-        if pri < 0 or size < BIG_BODY or size > self._max_job_size:
-            return False
-        if eol + size + 4 <= len(data) or self._start_put(pri, delay, ttr, size, b""):
-            return False  # (the body is all there but not its CRLF; numbers out of range)
-        self._pieces.append(memoryview(data)[eol + 2 :])
-        self._have = len(data) - eol - 2
+    def _start_big_body(
+        self,
+        data: bytes,
+        start: int,
+        pri: int,
+        delay: int,
+        ttr: int,
+        size: int,
+        events: list[Event],
+    ) -> None:
+        """A well-formed put whose big body starts at ``data[start:]`` and has not all
+        arrived: keep the body's pieces as received instead of copying them into the buffer
+        (then a body is copied once, into the job)."""
+        self._start_put(pri, delay, ttr, size, b"")  # (numbers and size already checked)
+        self._pieces.append(memoryview(data)[start:])
+        self._have = len(data) - start
         self._announced = True
         events.append(PutStarted(too_big=False))
-        return True
 
     def _finish_big_body(self, events: list[Event]) -> None:
         """The pieces hold the whole body and its CRLF: the put, then what followed."""
@@ -432,18 +438,23 @@ class CommandReader:
             left -= len(piece)
         self._pieces = []
         self._have = 0
+        self._end_put(body if rest.startswith(b"\r\n") else None, events)
+        if len(rest) > 2:
+            events += self.feed(rest[2:])
+
+    def _end_put(self, body: bytes | None, events: list[Event]) -> None:
+        """The pending put's body and the two bytes after it are in: the put with ``body``, or
+        EXPECTED_CRLF (``body`` None: those bytes were not CRLF); then lines again."""
         put = self._pending_put
         assert put is not None
-        if rest.startswith(b"\r\n"):
+        if body is None:
+            events.append(Invalid(EXPECTED_CRLF, "put", producer=True))
+        else:
             put.body = body
             events.append(put)
-        else:
-            events.append(Invalid(EXPECTED_CRLF, "put", producer=True))
         self._pending_put = None
         self._announced = False
         self._state = _Need.LINE
-        if len(rest) > 2:
-            events += self.feed(rest[2:])
 
     def _drain(self, events: list[Event]) -> None:
         """Parse what the buffer holds, through every state, appending to ``events``."""
@@ -468,21 +479,15 @@ class CommandReader:
                 if event is not None:
                     events.append(event)
             elif state == _Need.BODY:
-                put = self._pending_put
-                assert put is not None
                 size = self._body_size
                 if end - pos < size + 2:
                     break
                 if buf[pos + size : pos + size + 2] == b"\r\n":
                     with memoryview(buf) as view:  # (one copy of a big body, not two)
-                        put.body = bytes(view[pos : pos + size])
-                    events.append(put)
+                        self._end_put(bytes(view[pos : pos + size]), events)
                 else:
-                    events.append(Invalid(EXPECTED_CRLF, "put", producer=True))
+                    self._end_put(None, events)
                 pos += size + 2
-                self._pending_put = None
-                self._announced = False
-                self._state = _Need.LINE
             elif state == _Need.DISCARD_BODY:
                 take = min(self._discard, end - pos)
                 pos += take

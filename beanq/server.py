@@ -501,59 +501,48 @@ class EpollLoop:
                     conn.out.clear()
                     continue
                 out = conn.out
-                plain = not client.wbuf and client.mask == _READ and not conn.held
-                if (
-                    plain
-                    and held is None
-                    and conn.unsent >= protocol.BIG_BODY
-                    and 1 < len(out) <= GATHER_MAX
-                ):
-                    self._send_parts(client, out, now)
+                if held is None and not client.wbuf and client.mask == _READ and not conn.held:
+                    self._send_now(client, out, now)
                     continue
                 data = out[0] if len(out) == 1 else b"".join(out)
                 out.clear()
                 if held is not None:
                     held.append((client, data))
-                    continue
-                if plain:
-                    # The common case, inlined: nothing queued, and the socket takes it all.
-                    try:
-                        sent = client.sock.send(data)
-                    except (BlockingIOError, InterruptedError):
-                        sent = 0
-                    except OSError:
-                        self._drop(client, now)
-                        continue
-                    if sent == len(data):
-                        conn.unsent = 0
-                        self._close_if_done(client, now)
-                        continue
-                    data = data[sent:]
-                self._send(client, data)  # closes the client too, once all is out
+                else:
+                    self._send(client, data)  # closes the client too, once all is out
             hub.deliver(now)
         self._journal_changes(now)
 
-    def _send_parts(self, client: _Client, parts: list[bytes], now: float) -> None:
-        """Send replies that carry big bodies as they are (one ``sendmsg``), without first
-        copying them into one buffer: a 64 KiB body is copied only into the socket."""
+    def _send_now(self, client: _Client, out: list[bytes], now: float) -> None:
+        """The common case: nothing is queued for the client, so its replies go straight to
+        the socket in one call, joined into one buffer or, when they carry big bodies, as they
+        are (``sendmsg``: a 64 KiB body is copied only into the socket). What the socket does
+        not take goes to ``_send``."""
         conn = client.conn
-        total = sum([len(part) for part in parts])
+        gather = conn.unsent >= protocol.BIG_BODY and 1 < len(out) <= GATHER_MAX
+        if gather:
+            data = b""
+            total = sum([len(part) for part in out])
+        else:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            total = len(data)
         try:
-            sent = client.sock.sendmsg(parts)
+            sent = client.sock.sendmsg(out) if gather else client.sock.send(data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
-            parts.clear()
+            out.clear()
             self._drop(client, now)
             return
         if sent == total:
-            parts.clear()
+            out.clear()
             conn.unsent = 0
             self._close_if_done(client, now)
             return
-        rest = b"".join(parts)[sent:]  # (the socket is full: rare, and a copy is fine)
-        parts.clear()
-        self._send(client, rest)
+        if gather:
+            data = b"".join(out)  # (the socket is full: rare, and a copy is fine)
+        out.clear()
+        self._send(client, data[sent:])
 
     def _journal_changes(self, now: float) -> bool:
         changes = self.hub.engine.changes
