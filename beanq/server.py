@@ -208,7 +208,10 @@ def host_info() -> HostInfo:
 
 
 MEMORY_CHECK_INTERVAL = 0.25
-BURST_JOBS = 20_000  # release memory once at least this many jobs are gone, and 7/8 of the peak
+# Release memory once jobs weighing this much are gone, and 7/8 of the peak. A job weighs its
+# body and what holding it costs besides (~430 bytes: 533 per 100-byte job in make bench).
+BURST_BYTES = 10 << 20
+JOB_OVERHEAD = 430
 
 
 def tune_collector() -> None:
@@ -374,7 +377,7 @@ class EpollLoop:
         self._accept_warned = False
         self.max_connections: int | None = None
         self._refused_warned = False
-        self._jobs_peak = 0
+        self._peak_weight = 0
         self._memory_checked = 0.0
 
     def close(self) -> None:
@@ -428,23 +431,25 @@ class EpollLoop:
         """Collect (then freeze) what survived young collections lately. Once a large burst
         of jobs has drained to an eighth of its peak, give the memory back: shrink the job
         table, collect everything, and ask malloc to return free pages to the OS. Only then,
-        because a collection of everything is slow with millions of jobs."""
+        because a collection of everything is slow with millions of jobs. A burst is weighed
+        in bytes, bodies included: ten thousand 64 KiB jobs are as big as a million small
+        ones (and beanstalkd, whose job bodies are each one malloc, gives them back too)."""
         engine = self.hub.engine
-        count = len(engine.jobs)
         collect_survivors()
-        if count > self._jobs_peak:
-            self._jobs_peak = count
-        elif count * 8 < self._jobs_peak and self._jobs_peak - count >= BURST_JOBS:
+        weight = len(engine.jobs) * JOB_OVERHEAD + engine.body_bytes
+        jobs, body_bytes = engine.take_peak()
+        self._peak_weight = max(self._peak_weight, jobs * JOB_OVERHEAD + body_bytes)
+        if weight * 8 < self._peak_weight and self._peak_weight - weight >= BURST_BYTES:
             started = time.perf_counter()
             engine.shrink()
             collect_survivors(everything=True)
             _malloc_trim()
             log.info(
-                "released memory after a burst of %d jobs (%.0f ms)",
-                self._jobs_peak,
+                "released memory after a burst of %.0f MB of jobs (%.0f ms)",
+                self._peak_weight / 1e6,
                 (time.perf_counter() - started) * 1000,
             )
-            self._jobs_peak = count
+            self._peak_weight = weight
 
     def poll(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for socket events and handle them (bootstrap only)."""

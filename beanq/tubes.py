@@ -297,6 +297,10 @@ class Engine:
         self.delayed_count = 0
         self.buried_count = 0
         self.total_jobs = 0
+        self.body_bytes = 0  # of the jobs held (what a burst weighs, beside their count)
+        # the most jobs and body bytes held since the last take_peak()
+        self._peak_jobs = 0
+        self._peak_body_bytes = 0
         self.timeouts = 0
         self.waiting_count = 0
         self.connections = 0
@@ -437,6 +441,11 @@ class Engine:
         tube.refs += 1
         tube.total_jobs += 1
         self.total_jobs += 1
+        self.body_bytes += len(body)
+        if self.body_bytes > self._peak_body_bytes:
+            self._peak_body_bytes = self.body_bytes
+        if len(self.jobs) > self._peak_jobs:
+            self._peak_jobs = len(self.jobs)
         if delay:
             self._make_delayed(job, now + delay)
         else:
@@ -445,6 +454,15 @@ class Engine:
         if self._hot:
             self._process_queue(now)
         return job
+
+    def take_peak(self) -> tuple[int, int]:
+        """The most jobs, and the most body bytes, held at once since the last call (each at
+        its own moment). The server weighs bursts by them: one can come and go between two
+        of its looks at ``jobs`` and ``body_bytes``."""
+        peak = self._peak_jobs, self._peak_body_bytes
+        self._peak_jobs = len(self.jobs)
+        self._peak_body_bytes = self.body_bytes
+        return peak
 
     def shrink(self) -> None:
         """Rebuild the job table after a burst has drained: a dict never shrinks by itself,
@@ -481,13 +499,14 @@ class Engine:
         in_order = not ready
         last_pri = -1
         last_id = -1
-        ready_count = urgent = top_id = 0
+        ready_count = urgent = top_id = size = 0
         # Entries share the table's id objects, and consecutive equal priorities one object:
         # two ints fewer per job (the compiled Job keeps its ints unboxed).
         shared: Iterable[tuple[object, Job]] = jobs.items()
         pri_box: object = last_pri
         for key, job in shared:
             job.tube = tube
+            size += len(job.body)
             jid = job.id
             if jid > top_id:
                 top_id = jid
@@ -532,10 +551,13 @@ class Engine:
         self.urgent_count += urgent
         self.delayed_count += len(timed)
         self.buried_count += buried_count
+        self.body_bytes += size
         if self.jobs:
             self.jobs.update(jobs)
         else:
             self.jobs = jobs
+        self._peak_jobs = max(self._peak_jobs, len(self.jobs))
+        self._peak_body_bytes = max(self._peak_body_bytes, self.body_bytes)
         self.next_id = max(self.next_id, top_id + 1)
         if ready_count and len(tube.waiting) and tube.paused_until is None:
             self._hot[tube] = None
@@ -588,6 +610,7 @@ class Engine:
         tube.delete_count += 1
         job.state = State.DELETED
         del self.jobs[job_id]
+        self.body_bytes -= len(job.body)
         self.changes.append(job)
         self._unref(tube)
         return True

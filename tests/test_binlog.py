@@ -163,6 +163,7 @@ def same_state(a: Rig, b: Rig) -> None:
     assert view(b.engine, b.now) == view(a.engine, a.now)
     assert buried_order(b.engine) == buried_order(a.engine)
     assert b.engine.next_id >= a.engine.next_id
+    assert b.engine.body_bytes == a.engine.body_bytes  # (what the server weighs bursts by)
     refs_agree(b)
     heaps_hold_their_jobs(b.engine)
 

@@ -22,6 +22,7 @@ class ModelJob:
     state: State
     deadline: float = 0.0
     reserver: int | None = None
+    size: int = 0
     counts: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
             ["reserves", "timeouts", "releases", "buries", "kicks"], 0
@@ -39,6 +40,7 @@ class EngineMachine(RuleBasedStateMachine):
         self.use = {s.id: b"default" for s in self.sessions}
         self.watch = {s.id: [b"default"] for s in self.sessions}
         self.paused: dict[bytes, float] = {}
+        self.peak = (0, 0)  # most jobs, most body bytes held since the last take_peak
 
     # --- model helpers -------------------------------------------------------------------
 
@@ -71,10 +73,11 @@ class EngineMachine(RuleBasedStateMachine):
         pri=st.sampled_from([0, 1, 1023, 1024, 5000]),
         delay=st.sampled_from([0, 0, 1, 5]),
         ttr=st.sampled_from([0, 1, 3, 10]),
+        size=st.sampled_from([0, 4, 70000]),
     )
-    def put(self, s: int, pri: int, delay: int, ttr: int) -> None:
+    def put(self, s: int, pri: int, delay: int, ttr: int, size: int) -> None:
         session = self.sessions[s]
-        job = self.engine.put(session, pri, delay, ttr, b"body", self.now)
+        job = self.engine.put(session, pri, delay, ttr, b"b" * size, self.now)
         assert job.id not in self.model
         assert job.ttr == max(ttr, 1)
         tube = self.use[session.id]
@@ -84,6 +87,7 @@ class EngineMachine(RuleBasedStateMachine):
             pri,
             State.DELAYED if delay else State.READY,
             self.now + delay if delay else 0.0,
+            size=size,
         )
 
     @rule(s=st.integers(0, 2), tube=st.sampled_from(TUBES))
@@ -240,7 +244,21 @@ class EngineMachine(RuleBasedStateMachine):
         self.use[new.id] = b"default"
         self.watch[new.id] = [b"default"]
 
+    @rule()
+    def take_peak(self) -> None:
+        assert self.engine.take_peak() == self.peak
+        self.peak = (len(self.model), sum(m.size for m in self.model.values()))
+
     # --- invariants ----------------------------------------------------------------------
+
+    @invariant()
+    def track_peaks(self) -> None:
+        """(Each rule adds or removes at most one job, so looking after each is enough.)"""
+        jobs, body_bytes = self.peak
+        self.peak = (
+            max(jobs, len(self.model)),
+            max(body_bytes, sum(m.size for m in self.model.values())),
+        )
 
     @invariant()
     def jobs_match_model(self) -> None:
@@ -264,6 +282,7 @@ class EngineMachine(RuleBasedStateMachine):
         assert e.reserved_count == states.count(State.RESERVED)
         assert e.delayed_count == states.count(State.DELAYED)
         assert e.buried_count == states.count(State.BURIED)
+        assert e.body_bytes == sum(m.size for m in self.model.values())
         urgent = [m for m in self.model.values() if m.state == State.READY and m.pri < 1024]
         assert e.urgent_count == len(urgent)
         for tube in e.tubes.values():
