@@ -259,6 +259,11 @@ def _record(job: Job, stamp: int, offset: float, full: bool = True) -> list[byte
     return [REC_HEAD.pack(REC_MAGIC, zlib.crc32(rest)), rest]  # (one crc32 call: cheaper)
 
 
+def _full_size(job: Job) -> int:
+    """Bytes of a full record of ``job``: the header, its tube's name, its body."""
+    return HS + len(job.tube.name) + len(job.body)
+
+
 def _tombstone(jid: int, stamp: int) -> list[bytes]:
     tail = TOMB_TAIL.pack(HS, 0, jid, stamp)
     return [REC_HEAD.pack(REC_MAGIC, zlib.crc32(tail)), tail]
@@ -510,7 +515,7 @@ class _Replay:
                 if not state:
                     del jobs[key]
                     dead[key] = (seq, anchor)
-                    live -= HS + len(job.tube.name) + len(job.body)
+                    live -= _full_size(job)
                 else:
                     job.pri = rec[1]
                     job.delay = rec[6]
@@ -1125,7 +1130,7 @@ class Binlog:
         refs = 2 * len(puts)  # to add to cur.refs (nothing reads them meanwhile)
         for put in puts:
             put.logged = both
-            live += HS + len(put.tube.name) + len(put.body)
+            live += _full_size(put)
             if put.id > max_id:
                 max_id = put.id
         for kind, jid, job, stamp, size in effects:
@@ -1153,7 +1158,7 @@ class Binlog:
                 anchor, latest = packed >> 32, packed & LOW
                 if kind == _TOMB:
                     job.logged = 0
-                    live -= HS + len(job.tube.name) + len(job.body) + HS * (anchor != latest)
+                    live -= _full_size(job) + HS * (anchor != latest)
                     if bury_order:
                         bury_order.pop(jid, None)
                 else:
@@ -1291,7 +1296,7 @@ class Binlog:
                     job = jobs.get(jid)
                     if job is None or seq not in (job.logged >> 32, job.logged & LOW):
                         continue
-                    size = HS + len(job.tube.name) + len(job.body)
+                    size = _full_size(job)
                     end = pos + size
                     if end > limit or end + room > cap:
                         batch.size = pos - base if parts else 0

@@ -214,6 +214,10 @@ BURST_BYTES = 10 << 20
 JOB_OVERHEAD = 430
 
 
+def _weight(jobs: int, body_bytes: int) -> int:
+    return jobs * JOB_OVERHEAD + body_bytes
+
+
 def tune_collector() -> None:
     """Jobs live long, and the engine and dispatcher break their own reference cycles (see
     tests/test_collector.py), so CPython's automatic collections, which walk every new job
@@ -436,9 +440,8 @@ class EpollLoop:
         ones (and beanstalkd, whose job bodies are each one malloc, gives them back too)."""
         engine = self.hub.engine
         collect_survivors()
-        weight = len(engine.jobs) * JOB_OVERHEAD + engine.body_bytes
-        jobs, body_bytes = engine.take_peak()
-        self._peak_weight = max(self._peak_weight, jobs * JOB_OVERHEAD + body_bytes)
+        weight = _weight(len(engine.jobs), engine.body_bytes)
+        self._peak_weight = max(self._peak_weight, _weight(*engine.take_peak()))
         if weight * 8 < self._peak_weight and self._peak_weight - weight >= BURST_BYTES:
             started = time.perf_counter()
             engine.shrink()

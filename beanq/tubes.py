@@ -442,10 +442,7 @@ class Engine:
         tube.total_jobs += 1
         self.total_jobs += 1
         self.body_bytes += len(body)
-        if self.body_bytes > self._peak_body_bytes:
-            self._peak_body_bytes = self.body_bytes
-        if len(self.jobs) > self._peak_jobs:
-            self._peak_jobs = len(self.jobs)
+        self._raise_peaks()
         if delay:
             self._make_delayed(job, now + delay)
         else:
@@ -454,6 +451,12 @@ class Engine:
         if self._hot:
             self._process_queue(now)
         return job
+
+    def _raise_peaks(self) -> None:
+        if len(self.jobs) > self._peak_jobs:
+            self._peak_jobs = len(self.jobs)
+        if self.body_bytes > self._peak_body_bytes:
+            self._peak_body_bytes = self.body_bytes
 
     def take_peak(self) -> tuple[int, int]:
         """The most jobs, and the most body bytes, held at once since the last call (each at
@@ -556,8 +559,7 @@ class Engine:
             self.jobs.update(jobs)
         else:
             self.jobs = jobs
-        self._peak_jobs = max(self._peak_jobs, len(self.jobs))
-        self._peak_body_bytes = max(self._peak_body_bytes, self.body_bytes)
+        self._raise_peaks()
         self.next_id = max(self.next_id, top_id + 1)
         if ready_count and len(tube.waiting) and tube.paused_until is None:
             self._hot[tube] = None
