@@ -556,8 +556,10 @@ def _allocate(fd: int, offset: int, length: int) -> None:
         # Not supported here: the room is not reserved, but writes may still succeed.
 
 
-def _lock_dir(directory: str) -> tuple[int, str]:
-    """Lock ``DIR/lock`` as beanstalkd does (an fcntl write lock on the whole file)."""
+def lock_dir(directory: str) -> tuple[int, str]:
+    """Lock ``DIR/lock`` as beanstalkd does (an fcntl write lock on the whole file). The daemon
+    takes it before it listens, so that a second one on the same directory never accepts a
+    connection; ``Binlog.open`` takes it for callers that have not."""
     failure = BinlogError(f"failed to lock wal dir {directory}", 10)
     key = os.path.realpath(directory)
     with _LOCKED_GUARD:
@@ -643,11 +645,15 @@ class Binlog:
         segment_size: int = 10 << 20,
         max_job_size: int = 65535,
         fsync: bool = True,
+        lock: tuple[int, str] | None = None,
     ) -> Binlog:
-        """Lock ``directory`` (which must exist). ``fsync=False`` (``-F``) tells the binlog
+        """Lock ``directory`` (which must exist) unless ``lock`` is its lock already
+        (``lock_dir``). ``fsync=False`` (``-F``) tells the binlog
         that ``sync`` will not be called, so superseded segments are unlinked without
         waiting for one. Call ``replay`` next, even for an empty directory."""
-        return cls(directory, _lock_dir(directory), segment_size, max_job_size, fsync)
+        if lock is None:
+            lock = lock_dir(directory)
+        return cls(directory, lock, segment_size, max_job_size, fsync)
 
     def replay(self, engine: Engine, now: float, wall: float) -> None:
         """Read every segment, restore the jobs into ``engine``, and start a new segment."""

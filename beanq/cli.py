@@ -1,16 +1,25 @@
 """Flags to ``Config``, as beanstalkd 1.12 parses them: same letters, defaults, messages and
-exit codes. Combined short flags work (``-VV``, ``-p11300``, ``-Fb dir``)."""
+exit codes. Combined short flags work (``-VV``, ``-p11300``, ``-Fb dir``).
+
+Start-up order: flags, bind, drop privileges (``-u``), lock the binlog directory (``-b``),
+listen, and only then import the server, trio and the rest. Listening comes a few milliseconds
+after exec, before the imports that take a busy machine over 100 ms (see ``beanq.listener``),
+and a daemon that cannot have its directory exits before it listens, so nobody's connection is
+accepted and dropped. Replay comes after listening: clients that connect meanwhile wait in the
+backlog, as with beanstalkd, and are answered once it is done.
+"""
 
 from __future__ import annotations
 
-import logging
 import os
-import pwd
 import sys
-from collections.abc import Sequence
 
-from beanq import __version__, protocol
-from beanq.server import Config, StartupError
+from beanq import __version__, listener
+from beanq.config import MAX_JOB_SIZE_LIMIT, YAML_MODES, Config, StartupError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 USAGE = """\
 Use: {prog} [OPTIONS]
@@ -35,7 +44,12 @@ Options:
 Limits beyond beanstalkd (off by default):
  --max-connections N  close new connections beyond N at once
  --max-jobs N         answer put with OUT_OF_MEMORY while N jobs are held
+
+Compatibility:
+ --yaml 1.13|1.12     quote string values in stats as beanstalkd 1.13 does (default),
+                      or leave them bare as beanstalkd 1.12 does
 """
+LONG_FLAGS = ("max-connections", "max-jobs", "yaml")
 
 
 class UsageExit(Exception):
@@ -92,9 +106,9 @@ def parse_args(argv: Sequence[str], prog: str = "beanq") -> Config:
                     values["listen"] = value
                 elif flag == "z":
                     size = _size(prog, value)
-                    if size > protocol.MAX_JOB_SIZE_LIMIT:
-                        _warn(prog, f"maximum job size was set to {protocol.MAX_JOB_SIZE_LIMIT}")
-                        size = protocol.MAX_JOB_SIZE_LIMIT
+                    if size > MAX_JOB_SIZE_LIMIT:
+                        _warn(prog, f"maximum job size was set to {MAX_JOB_SIZE_LIMIT}")
+                        size = MAX_JOB_SIZE_LIMIT
                     values["max_job_size"] = size
                 elif flag == "s":
                     values["segment_size"] = _size(prog, value)
@@ -104,7 +118,7 @@ def parse_args(argv: Sequence[str], prog: str = "beanq") -> Config:
                     values["user"] = value
                 else:
                     values["binlog_dir"] = value
-            elif flag == "-" and arg[2:].partition("=")[0] in ("max-connections", "max-jobs"):
+            elif flag == "-" and arg[2:].partition("=")[0] in LONG_FLAGS:
                 name, eq, value = arg[2:].partition("=")
                 if not eq:
                     if i >= len(args):
@@ -112,7 +126,13 @@ def parse_args(argv: Sequence[str], prog: str = "beanq") -> Config:
                         raise _usage(prog, 5)
                     value = args[i]
                     i += 1
-                values[name.replace("-", "_")] = _size(prog, value)
+                if name == "yaml":
+                    if value not in YAML_MODES:
+                        _warn(prog, f"--yaml takes 1.13 or 1.12, not {value}")
+                        raise _usage(prog, 5)
+                    values["yaml"] = value
+                else:
+                    values[name.replace("-", "_")] = _size(prog, value)
                 break
             elif flag == "F":
                 values["fsync_ms"] = None
@@ -140,6 +160,8 @@ def parse_args(argv: Sequence[str], prog: str = "beanq") -> Config:
 
 
 def _become(user: str) -> None:
+    import pwd
+
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
@@ -152,12 +174,28 @@ def _become(user: str) -> None:
 
 
 def _configure_logging(verbose: int) -> None:
+    import logging
+
+    root = logging.getLogger("beanq")
+    if root.handlers:
+        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s beanq: %(message)s"))
-    root = logging.getLogger("beanq")
     root.addHandler(handler)
     root.setLevel(logging.INFO if verbose else logging.WARNING)
     root.propagate = False
+
+
+def _lock_binlog(config: Config) -> tuple[int, str] | None:
+    if config.binlog_dir is None:
+        return None
+    _configure_logging(config.verbose)  # the lock's own warnings say why it failed
+    from beanq import binlog
+
+    try:
+        return binlog.lock_dir(config.binlog_dir)
+    except binlog.BinlogError as exc:
+        raise StartupError(str(exc), exc.code) from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -166,14 +204,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = parse_args(sys.argv[1:] if argv is None else argv, prog)
     except UsageExit as exc:
         return exc.code
-    _configure_logging(config.verbose)
-    from beanq import server
-
     try:
-        listener = server.open_listener(config)
+        sock = listener.bind(config)
         if config.user:
             _become(config.user)
-        server.run(config, listener)
+        lock = _lock_binlog(config)
+        listener.listen(sock)
+        _configure_logging(config.verbose)
+        from beanq import server
+
+        server.run(config, sock, lock)
     except StartupError as exc:
         _warn(prog, str(exc))
         return exc.code

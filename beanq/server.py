@@ -23,6 +23,7 @@ use it with memory streams and trio's autojump clock, so TTRs, delays and pauses
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import errno
 import gc
@@ -33,14 +34,14 @@ import resource
 import select
 import signal
 import socket
-import stat
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from beanq import __version__, protocol
+from beanq.config import Config, StartupError
 from beanq.dispatch import BinlogStats, Connection, HostInfo, Hub
 from beanq.tubes import Engine, Job
 
@@ -64,30 +65,10 @@ HELD_HIGH_WATER = 1_000  # ... or that has this many commands queued behind a bl
 GATHER_MAX = 64  # reply parts one sendmsg takes, at most (the kernel's limit is 1,024)
 ACCEPT_BATCH = 64
 ACCEPT_RETRY = 0.1  # seconds to stop accepting after EMFILE/ENFILE
-SD_LISTEN_FDS_START = 3
-
-
-class Config(NamedTuple):
-    """What the command line decides. Defaults are beanstalkd's, except the listen address."""
-
-    listen: str = "127.0.0.1"
-    port: int = 11300
-    max_job_size: int = protocol.DEFAULT_MAX_JOB_SIZE
-    binlog_dir: str | None = None
-    fsync_ms: int | None = 50  # None: never fsync (-F)
-    segment_size: int = 10 << 20
-    user: str | None = None
-    verbose: int = 0
-    max_connections: int | None = None  # beyond beanstalkd: close connections past this many
-    max_jobs: int | None = None  # beyond beanstalkd: put answers OUT_OF_MEMORY at this many jobs
-
-
-class StartupError(Exception):
-    """The server cannot start; ``code`` is beanstalkd's exit status for the same failure."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
+# Descriptors clients may never take: importing trio opens files, trio.run makes an epoll set
+# and a socketpair, the binlog opens segments and its directory. A herd of clients arriving
+# at start-up under a low limit took them all, and trio's start-up died of EMFILE.
+FD_RESERVE = 32
 
 
 class Journal(Protocol):
@@ -110,83 +91,6 @@ class Journal(Protocol):
     def job_file(self, job: Job) -> int: ...
 
     def close(self) -> None: ...
-
-
-# --- listening ---------------------------------------------------------------------------------
-
-
-def open_listener(config: Config) -> socket.socket:
-    """An inherited systemd socket if there is one, else a new one per ``-l``/``-p``."""
-    inherited = _systemd_socket()
-    if inherited is not None:
-        return inherited
-    if config.listen.startswith("unix:"):
-        return _unix_listener(config.listen[5:])
-    return _inet_listener(config.listen, config.port)
-
-
-def _systemd_socket() -> socket.socket | None:
-    if os.environ.get("LISTEN_PID") != str(os.getpid()):
-        return None
-    count = int(os.environ.get("LISTEN_FDS", "0") or 0)
-    if count < 1:
-        return None
-    if count > 1:
-        log.warning("inherited more than one listen socket; ignoring all but the first")
-    sock = socket.socket(fileno=SD_LISTEN_FDS_START)
-    if sock.type != socket.SOCK_STREAM:
-        raise StartupError("inherited fd is not a TCP or UNIX listening socket", 111)
-    sock.setblocking(False)
-    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        os.environ.pop(name, None)
-    return sock
-
-
-def _inet_listener(host: str, port: int) -> socket.socket:
-    try:
-        infos = socket.getaddrinfo(
-            host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
-        )
-    except socket.gaierror as exc:
-        raise StartupError(f"getaddrinfo(): {exc.strerror}", 111) from exc
-    last: OSError | None = None
-    for family, type_, proto, _, addr in infos:
-        sock = socket.socket(family, type_, proto)
-        try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if not host and family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            sock.bind(addr)
-            sock.listen(1024)
-        except OSError as exc:
-            sock.close()
-            last = exc
-            continue
-        return sock
-    raise StartupError(f"bind(): {last.strerror if last else 'no address'}", 111)
-
-
-def _unix_listener(path: str) -> socket.socket:
-    try:
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            log.warning("removing existing local socket to replace it")
-            os.unlink(path)
-        else:
-            raise StartupError("another file already exists in the given path", 111)
-    except FileNotFoundError:
-        pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        sock.bind(path)
-        sock.listen(1024)
-    except OSError as exc:
-        sock.close()
-        raise StartupError(f"bind(): {exc.strerror}", 111) from exc
-    return sock
 
 
 def host_info() -> HostInfo:
@@ -380,6 +284,7 @@ class EpollLoop:
         self._accept_paused_until: float | None = None
         self._accept_warned = False
         self.max_connections: int | None = None
+        self.client_budget: int | None = None  # clients at most, so that FD_RESERVE stays free
         self._refused_warned = False
         self._peak_weight = 0
         self._memory_checked = 0.0
@@ -698,6 +603,9 @@ class EpollLoop:
 
     def _accept(self, now: float) -> None:
         for _ in range(ACCEPT_BATCH):
+            if self.client_budget is not None and len(self.clients) >= self.client_budget:
+                self._pause_accepting(now, OSError(errno.EMFILE, "descriptor reserve reached"))
+                return
             try:
                 sock, _addr = self.listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -757,19 +665,24 @@ class EpollLoop:
 
 def make_hub(config: Config, engine: Engine, journal: Journal | None) -> Hub:
     if journal is None:
-        return Hub(engine, host_info(), max_job_size=config.max_job_size)
-    return Hub(
-        engine,
-        host_info(),
-        max_job_size=config.max_job_size,
-        binlog_stats=journal.stats,
-        job_file=journal.job_file,
-        can_put=journal.can_put,
-    )
+        hub = Hub(engine, host_info(), max_job_size=config.max_job_size)
+    else:
+        hub = Hub(
+            engine,
+            host_info(),
+            max_job_size=config.max_job_size,
+            binlog_stats=journal.stats,
+            job_file=journal.job_file,
+            can_put=journal.can_put,
+        )
+    hub.max_jobs = config.max_jobs
+    hub.quote_yaml = config.yaml != "1.12"
+    return hub
 
 
-def open_journal(config: Config, engine: Engine) -> Journal | None:
-    """Lock the binlog directory and replay it into ``engine`` (only with ``-b``)."""
+def open_journal(config: Config, engine: Engine, lock: tuple[int, str] | None) -> Journal | None:
+    """Replay the binlog directory into ``engine`` (only with ``-b``), under ``lock``, its
+    lock, when the caller took it already (``beanq.binlog.lock_dir``)."""
     if config.binlog_dir is None:
         return None
     from beanq import binlog
@@ -780,6 +693,7 @@ def open_journal(config: Config, engine: Engine) -> Journal | None:
             segment_size=config.segment_size,
             max_job_size=config.max_job_size,
             fsync=config.fsync_ms is not None,
+            lock=lock,
         )
     except binlog.BinlogError as exc:
         raise StartupError(str(exc), exc.code) from exc
@@ -801,16 +715,29 @@ def raise_fd_limit() -> int:
     return soft
 
 
-def run(config: Config, listener: socket.socket) -> None:
-    """Serve until SIGTERM or SIGINT. Serving starts at once; trio joins when imported."""
-    raise_fd_limit()
+def client_budget(limit: int) -> int:
+    """How many clients fit in the descriptor limit beside what is open now and FD_RESERVE
+    (half of what is free, under a limit too low for the whole reserve)."""
+    try:
+        in_use = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        in_use = 16
+    spare = max(0, limit - in_use)
+    return max(1, spare - min(FD_RESERVE, spare // 2))
+
+
+def run(config: Config, listening: _socket.socket, lock: tuple[int, str] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT on ``listening`` (``beanq.listener``'s bare socket).
+    Serving starts at once; trio joins when imported."""
+    listener = socket.socket(fileno=listening.detach())
+    fd_limit = raise_fd_limit()
     engine = Engine(time.monotonic())
-    journal = open_journal(config, engine)
+    journal = open_journal(config, engine, lock)
     tune_collector()
     hub = make_hub(config, engine, journal)
-    hub.max_jobs = config.max_jobs
     loop = EpollLoop(listener, hub, journal=journal, sync_before_reply=config.fsync_ms == 0)
     loop.max_connections = config.max_connections
+    loop.client_budget = client_budget(fd_limit)
     stop = _bootstrap(loop)
     if stop.is_set():
         loop.close()

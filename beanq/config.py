@@ -1,0 +1,66 @@
+"""What the command line decides, apart from the modules that act on it: the start-up path
+reads flags, binds and listens before it imports anything else of beanq (see ``beanq.cli``),
+so this module imports nothing at run time (``typing`` alone costs as much as ``socket``)."""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
+
+DEFAULT_MAX_JOB_SIZE: Final = 65535
+MAX_JOB_SIZE_LIMIT: Final = 1 << 30
+YAML_MODES: Final = ("1.13", "1.12")
+
+
+class Config:
+    """Defaults are beanstalkd's, except the listen address."""
+
+    __slots__ = (
+        "binlog_dir",
+        "fsync_ms",
+        "listen",
+        "max_connections",
+        "max_job_size",
+        "max_jobs",
+        "port",
+        "segment_size",
+        "user",
+        "verbose",
+        "yaml",
+    )
+
+    def __init__(
+        self,
+        *,
+        listen: str = "127.0.0.1",
+        port: int = 11300,
+        max_job_size: int = DEFAULT_MAX_JOB_SIZE,
+        binlog_dir: str | None = None,
+        fsync_ms: int | None = 50,  # None: never fsync (-F)
+        segment_size: int = 10 << 20,
+        user: str | None = None,
+        verbose: int = 0,
+        max_connections: int | None = None,  # beyond beanstalkd: close connections past this
+        max_jobs: int | None = None,  # beyond beanstalkd: put answers OUT_OF_MEMORY at this many
+        yaml: str = "1.13",  # stats strings quoted as beanstalkd 1.13 does, or bare as 1.12
+    ) -> None:
+        self.listen = listen
+        self.port = port
+        self.max_job_size = max_job_size
+        self.binlog_dir = binlog_dir
+        self.fsync_ms = fsync_ms
+        self.segment_size = segment_size
+        self.user = user
+        self.verbose = verbose
+        self.max_connections = max_connections
+        self.max_jobs = max_jobs
+        self.yaml = yaml
+
+
+class StartupError(Exception):
+    """The server cannot start; ``code`` is beanstalkd's exit status for the same failure."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
