@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from beanq import protocol as p
+from beanq.config import DEFAULT_MAX_JOB_SIZE
 from beanq.tubes import STATE_NAMES, Engine, Job, Notice, Session
 
 log = logging.getLogger("beanq")
@@ -55,7 +56,7 @@ class Hub:
         engine: Engine,
         host: HostInfo,
         *,
-        max_job_size: int = p.DEFAULT_MAX_JOB_SIZE,
+        max_job_size: int = DEFAULT_MAX_JOB_SIZE,
         binlog_stats: Callable[[], BinlogStats] = lambda: NO_BINLOG,
         job_file: Callable[[Job], int] = lambda job: 0,
         can_put: Callable[[int], bool] = lambda size: True,
@@ -67,6 +68,7 @@ class Hub:
         self.job_file = job_file
         self.can_put = can_put  # False when the binlog has no room for the job: OUT_OF_MEMORY
         self.draining = False
+        self.quote_yaml = True  # stats strings quoted as beanstalkd 1.13 does; --yaml 1.12: bare
         # A connection stops answering once this many reply bytes wait to be sent; the rest of
         # its commands wait until the server says the socket has drained (slow readers).
         self.output_limit = 1 << 20
@@ -141,7 +143,8 @@ class Hub:
                 ("hostname", self.host.hostname),
                 ("os", self.host.os),
                 ("platform", self.host.platform),
-            ]
+            ],
+            self.quote_yaml,
         )
 
     def stats_tube_body(self, name: bytes, now: float) -> bytes | None:
@@ -165,7 +168,8 @@ class Hub:
                 ("cmd-pause-tube", t.pause_count),
                 ("pause", t.pause_seconds if t.paused_until is not None else 0),
                 ("pause-time-left", e.pause_time_left(t, now)),
-            ]
+            ],
+            self.quote_yaml,
         )
 
     def stats_job_body(self, job: Job, now: float) -> bytes:
@@ -185,7 +189,8 @@ class Hub:
                 ("releases", job.releases),
                 ("buries", job.buries),
                 ("kicks", job.kicks),
-            ]
+            ],
+            self.quote_yaml,
         )
 
 

@@ -28,13 +28,13 @@ from __future__ import annotations
 import re
 from typing import ClassVar, Final, NamedTuple
 
+from beanq.config import DEFAULT_MAX_JOB_SIZE
+
 MAX_LINE: Final = 224  # a command line including its CRLF, as beanstalkd's LINE_BUF_SIZE
 # Bodies this big are copied once on the way in (into the job) and not at all on the way out
 # (the server sends them as they are, beside their reply lines)
 BIG_BODY: Final = 16 << 10
 MAX_TUBE_NAME: Final = 200
-DEFAULT_MAX_JOB_SIZE: Final = 65535
-MAX_JOB_SIZE_LIMIT: Final = 1 << 30
 U32_MAX: Final = (1 << 32) - 1
 U64_MAX: Final = (1 << 64) - 1
 INT_MAX: Final = (1 << 31) - 1
@@ -771,16 +771,18 @@ class Bare:
         self.text = text
 
 
-def yaml_dict(items: list[tuple[str, object]]) -> bytes:
+def yaml_dict(items: list[tuple[str, object]], quote: bool = True) -> bytes:
     """A stats body. Strings are double-quoted (as beanstalkd 1.13 does) so that YAML parsers
-    read names such as ``1e3`` or ``true`` as strings; numbers and booleans stay bare."""
+    read names such as ``1e3`` or ``true`` as strings; numbers and booleans stay bare. With
+    ``quote`` false, strings are bare too, as beanstalkd 1.12 writes them (``--yaml 1.12``):
+    clients that split lines on ``": "`` without a YAML parser want that."""
     parts = ["---\n"]
     for key, value in items:
         if isinstance(value, bool):
             text = "true" if value else "false"
         elif isinstance(value, Bare):
             text = value.text
-        elif isinstance(value, str):
+        elif isinstance(value, str) and quote:
             text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
         else:
             text = str(value)

@@ -10,7 +10,7 @@ byte by byte, after this normalisation:
   compared key by key: the keys and their order must match exactly, and so must every value
   except
   - in ``stats``: ``pid``, ``uptime``, ``rusage-utime``, ``rusage-stime``, ``id``,
-    ``hostname``, ``version``, ``os``, ``platform`` and ``binlog-*`` (not compared);
+    ``version`` and ``binlog-*`` (not compared);
   - ``age``, ``time-left`` and ``pause-time-left``, which may differ by one second;
   so the ``<n>`` of those replies is not compared either. Every other reply, including
   ``list-tubes`` bodies, must match exactly.
@@ -21,7 +21,9 @@ Known deliberate differences of beanq are kept out of the scenarios; ``test_devi
 
 1. beanq quotes string values in YAML the way beanstalkd 1.13 does: ``name: "foo"`` in
    ``stats-tube``, ``tube: "foo"`` in ``stats-job``, and ``hostname``, ``os``, ``platform`` in
-   ``stats``. The comparison strips one pair of double quotes from these values.
+   ``stats``. Every scenario runs twice: with beanq's default these values must be
+   beanstalkd's in double quotes, and with ``--yaml 1.12`` exactly beanstalkd's (and a
+   ``stats-tube`` or ``stats-job`` reply whose values all match must match byte for byte).
 2. beanq rejects a command whose name is followed by junk: ``quitxyz`` is ``UNKNOWN_COMMAND``
    (1.12 quits) and ``pause-tubefoo 0`` is ``UNKNOWN_COMMAND`` (1.12 pauses tube ``foo``).
    Where 1.12 already answers ``BAD_FORMAT`` (``statsx``, ``reservex``) both agree, and that
@@ -331,10 +333,7 @@ STATS_VOLATILE = frozenset(
         "rusage-utime",
         "rusage-stime",
         "id",
-        "hostname",
         "version",
-        "os",
-        "platform",
         "binlog-oldest-index",
         "binlog-current-index",
         "binlog-records-migrated",
@@ -369,18 +368,22 @@ def _unquote(value: str) -> str:
     return value
 
 
-def _values_match(kind: str, key: str, ref: str, cand: str) -> bool:
+def _values_match(kind: str, key: str, ref: str, cand: str, quoted: bool) -> bool:
     if kind == "stats" and key in STATS_VOLATILE:
         return True
-    if key in QUOTED_BY_BEANQ:
-        ref, cand = _unquote(ref), _unquote(cand)
+    if key in QUOTED_BY_BEANQ and quoted:
+        if not (cand.startswith('"') and cand.endswith('"')):
+            return False
+        cand = _unquote(cand)
     if key in PLUS_MINUS_ONE and ref.lstrip("-").isdigit() and cand.lstrip("-").isdigit():
         return abs(int(ref) - int(cand)) <= 1
     return ref == cand
 
 
-def mapping_differences(ref: bytes, cand: bytes) -> list[str] | None:
-    """Differences between two YAML ``OK`` replies, or None if they are not both mappings."""
+def mapping_differences(ref: bytes, cand: bytes, quoted: bool = True) -> list[str] | None:
+    """Differences between two YAML ``OK`` replies, or None if they are not both mappings.
+    ``quoted``: the candidate double-quotes the values of QUOTED_BY_BEANQ (beanq's default,
+    as beanstalkd 1.13); else it must write them bare, as 1.12 does (``--yaml 1.12``)."""
     ref_pairs, cand_pairs = yaml_mapping(ref), yaml_mapping(cand)
     if ref_pairs is None or cand_pairs is None:
         return None
@@ -391,16 +394,19 @@ def mapping_differences(ref: bytes, cand: bytes) -> list[str] | None:
     kind = {"current-jobs-urgent": "stats", "name": "stats-tube", "id": "stats-job"}.get(
         ref_keys[0], "?"
     )
-    return [
+    differences = [
         f"{key}: {ref_value!r} vs {cand_value!r}"
         for (key, ref_value), (_, cand_value) in zip(ref_pairs, cand_pairs, strict=True)
-        if not _values_match(kind, key, ref_value, cand_value)
+        if not _values_match(kind, key, ref_value, cand_value, quoted)
     ]
+    if not quoted and kind != "stats" and ref_pairs == cand_pairs and ref != cand:
+        differences.append(f"same values, different bytes: {ref!r} vs {cand!r}")
+    return differences
 
 
-def replies_match(ref: Reply, cand: Reply) -> bool:
+def replies_match(ref: Reply, cand: Reply, quoted: bool = True) -> bool:
     if isinstance(ref, bytes) and isinstance(cand, bytes):
-        differences = mapping_differences(ref, cand)
+        differences = mapping_differences(ref, cand, quoted)
         if differences is not None:
             return not differences
     return ref == cand
@@ -413,6 +419,7 @@ class Mismatch:
     sent: bytes
     reference: list[Reply]
     candidate: list[Reply]
+    quoted: bool = True
 
     def render(self, candidate_name: str) -> str:
         lines = [f"step {self.step} on connection {self.conn!r}, after sending {self.sent!r}:"]
@@ -420,7 +427,7 @@ class Mismatch:
         lines.append(f"  {candidate_name + ':':11} {_render_replies(self.candidate)}")
         for ref, cand in zip(self.reference, self.candidate, strict=False):
             if isinstance(ref, bytes) and isinstance(cand, bytes):
-                for difference in mapping_differences(ref, cand) or []:
+                for difference in mapping_differences(ref, cand, self.quoted) or []:
                     lines.append(f"    {difference}")
         return "\n".join(lines)
 
@@ -433,7 +440,9 @@ def _render_replies(replies: Sequence[Reply]) -> str:
     return " ".join(map(_show, replies)) or "<none>"
 
 
-def compare_logs(reference: list[Event], candidate: list[Event]) -> list[Mismatch]:
+def compare_logs(
+    reference: list[Event], candidate: list[Event], quoted: bool = True
+) -> list[Mismatch]:
     mismatches: list[Mismatch] = []
     ref_by_key = {(e.step, e.conn): e for e in reference}
     cand_by_key = {(e.step, e.conn): e for e in candidate}
@@ -442,11 +451,11 @@ def compare_logs(reference: list[Event], candidate: list[Event]) -> list[Mismatc
         ref_replies = ref_event.replies if ref_event else []
         cand_replies = cand_event.replies if cand_event else []
         same = len(ref_replies) == len(cand_replies) and all(
-            replies_match(r, c) for r, c in zip(ref_replies, cand_replies, strict=True)
+            replies_match(r, c, quoted) for r, c in zip(ref_replies, cand_replies, strict=True)
         )
         if not same:
             sent = ref_event.sent if ref_event else cand_event.sent if cand_event else b""
-            mismatches.append(Mismatch(key[0], key[1], sent, ref_replies, cand_replies))
+            mismatches.append(Mismatch(key[0], key[1], sent, ref_replies, cand_replies, quoted))
     return mismatches
 
 
@@ -498,9 +507,18 @@ def _assert_alive(session: Session) -> None:
 
 
 @reference
+@pytest.mark.parametrize("yaml", ["1.13", "1.12"], ids=["yaml-1.13", "yaml-1.12"])
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=str)
-def test_scenario(scenario: Scenario) -> None:
-    with reference_session(*scenario.args) as ref, candidate_session(*scenario.args) as cand:
+def test_scenario(scenario: Scenario, yaml: str) -> None:
+    """Default (1.13 quoting): every value as beanstalkd's, the QUOTED_BY_BEANQ ones in double
+    quotes. ``--yaml 1.12``: every value exactly as beanstalkd 1.12's."""
+    cand_args = scenario.args
+    if candidate_name() == "beanq":
+        cand_args = (*cand_args, "--yaml", yaml)
+    elif yaml == "1.13":
+        pytest.skip("the candidate is beanstalkd, which does not quote")
+    quoted = yaml == "1.13"
+    with reference_session(*scenario.args) as ref, candidate_session(*cand_args) as cand:
         try:
             ref_log, cand_log = run_scenario([ref, cand], scenario)
         except OSError as exc:  # e.g. a server stopped accepting connections
@@ -511,7 +529,7 @@ def test_scenario(scenario: Scenario) -> None:
             )
         _assert_alive(ref)
         _assert_alive(cand)
-        mismatches = compare_logs(ref_log, cand_log)
+        mismatches = compare_logs(ref_log, cand_log, quoted)
         if mismatches:
             report = "\n".join(m.render(cand.name) for m in mismatches)
             pytest.fail(
@@ -679,15 +697,17 @@ QUOTED_FIELDS: list[tuple[str, Callable[[], list[Step]], bytes]] = [
 
 
 @reference
-@pytest.mark.parametrize("kind", SERVER_KINDS)
+@pytest.mark.parametrize("kind", [*SERVER_KINDS, "beanq --yaml 1.12"])
 @pytest.mark.parametrize(("what", "steps", "key"), QUOTED_FIELDS, ids=[q[0] for q in QUOTED_FIELDS])
 def test_deviation_yaml_quoting(
     what: str, steps: Callable[[], list[Step]], key: bytes, kind: str
 ) -> None:
-    """(1) beanq quotes these string values (like beanstalkd 1.13); 1.12 does not."""
-    if kind == "beanq" and candidate_name() != "beanq":
+    """(1) beanq quotes these string values (like beanstalkd 1.13); 1.12 does not, and
+    neither does beanq with ``--yaml 1.12``."""
+    if kind.startswith("beanq") and candidate_name() != "beanq":
         pytest.skip("the candidate is beanstalkd, which does not quote")
-    with single_session(kind) as session:
+    server, *args = kind.split()
+    with single_session(server, *args) as session:
         replies = _run_single(session, steps())
     last = replies[-1]
     assert isinstance(last, bytes) and last.startswith(b"OK "), last

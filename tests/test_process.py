@@ -82,6 +82,8 @@ def test_version_and_help_exit_zero() -> None:
         (["-p"], "flag requires an argument: -p"),
         (["-z", "abc"], "invalid size: abc"),
         (["stray"], "unknown argument: stray"),
+        (["--yaml", "1.14"], "--yaml takes 1.13 or 1.12, not 1.14"),
+        (["--yaml"], "flag requires an argument: --yaml"),
     ],
 )
 def test_bad_flags_exit_5_like_beanstalkd(args: list[str], message: str) -> None:
