@@ -8,6 +8,7 @@ start after the budget is spent is skipped and says so, rather than running long
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import signal
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import flat, memory, report, startup, workloads
+from bench import flat, hogs, memory, report, startup, workloads
 from bench.loadgen import LoadGen
 from bench.servers import ServerKind, beanq_kind, beanstalkd_kind, probe, raise_nofile
 
@@ -151,19 +152,29 @@ class Runner:
                 fn(kind, r)
 
 
+STARTUP_CASES = ("empty", "empty -b", "empty, both cores busy")
+
+
 def run_startup_empty(run: Runner, results: dict[str, Any]) -> None:
-    times: dict[str, list[float]] = {k.name: [] for k in run.sides}
+    """Exec to first answer with nothing to replay: idle, with an empty binlog directory, and
+    beside a spinning process per core (test suites that spawn a server connect ~0.1 s later,
+    often on a busy CI runner)."""
+    for case in STARTUP_CASES:
+        times: dict[str, list[float]] = {k.name: [] for k in run.sides}
 
-    def one(kind: ServerKind, _r: int) -> None:
-        times[kind.name].append(startup.empty(kind))
+        def one(
+            kind: ServerKind, _r: int, case: str = case, times: dict[str, list[float]] = times
+        ) -> None:
+            times[kind.name].append(startup.empty(kind, binlog=case == "empty -b"))
 
-    for _ in range(2):  # six samples a side: start-up is cheap and noisy
-        run.alternate(one)
-    results["startup"]["empty"] = times
-    for name, ts in times.items():
-        med = report.median(ts)
-        if med is not None:
-            run.log(f"start-up empty {name}: median {med * 1e3:.1f} ms")
+        with hogs.cpu_hogs() if "busy" in case else contextlib.nullcontext():
+            for _ in range(2):  # six samples a side: start-up is cheap and noisy
+                run.alternate(one)
+        results["startup"][case] = times
+        for name, ts in times.items():
+            med = report.median(ts)
+            if med is not None:
+                run.log(f"start-up {case} {name}: median {med * 1e3:.1f} ms")
 
 
 def run_throughput(run: Runner, chosen: list[workloads.Workload], results: dict[str, Any]) -> None:

@@ -217,12 +217,15 @@ def memory_table(mem: dict[str, Any]) -> str:
 def startup_table(st: dict[str, Any]) -> str:
     lines = [f"{'server':<12} {'case':<28} {'start-up ms':>12} {'notes'}"]
     lines.append("-" * 70)
-    for side, times in st.get("empty", {}).items():
-        med = median(times)
-        lines.append(
-            f"{side:<12} {'empty':<28} {_fmt(None if med is None else med * 1e3, '.1f'):>12}"
-            f" median of {len(times)}"
-        )
+    for case, by_side in st.items():
+        if case == "binlog":
+            continue
+        for side, times in by_side.items():
+            med = median(times)
+            lines.append(
+                f"{side:<12} {case:<28} {_fmt(None if med is None else med * 1e3, '.1f'):>12}"
+                f" median of {len(times)}"
+            )
     for r in st.get("binlog", []):
         case = f"binlog, {_fmt(r.get('jobs_after_restart'))} jobs"
         ms = r.get("startup_s")

@@ -15,8 +15,9 @@ from bench.proto import Client
 from bench.servers import Server, ServerKind
 
 
-def empty(kind: ServerKind) -> float:
-    server = Server(kind)
+def empty(kind: ServerKind, binlog: bool = False) -> float:
+    """Exec to first answer with nothing to replay (with ``binlog``, an empty ``-b`` dir)."""
+    server = Server(kind, binlog=binlog)
     try:
         server.start()
         return server.startup_s

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, Phase, settings
 
 from tests.interpreted import BEANQ, HOT_MODULES, use_sources
 
@@ -37,3 +38,15 @@ def pytest_report_header() -> str:
 
     compiled = not beanq.tubes.__file__ or not beanq.tubes.__file__.endswith(".py")
     return f"beanq hot modules: {'compiled (mypyc)' if compiled else 'interpreted'}"
+
+
+# No wall-clock assumption in property tests: on a busy machine any example can be slow, and a
+# deadline turned that into a failure, whose explain phase (tracing every line) then ran for
+# minutes. Sizes are bounded by example counts, never by time.
+settings.register_profile(
+    "beanq",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    phases=[phase for phase in Phase if phase is not Phase.explain],
+)
+settings.load_profile("beanq")

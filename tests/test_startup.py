@@ -5,79 +5,66 @@ from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing
-import os
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from beanq import protocol as p
+from bench.hogs import cpu_hogs
 from tests.servers import REPO_ROOT, ServerProcess, beanq_argv, free_port, wait_until_accepting
 from tests.test_process import ask
 
-
-def _spin(stop: multiprocessing.synchronize.Event) -> None:
-    while not stop.is_set():
-        for _ in range(100_000):
-            pass
-
-
-@contextlib.contextmanager
-def cpu_hogs() -> Iterator[None]:
-    """One busy process per core, as a load test running beside the server would be."""
-    stop = multiprocessing.get_context("fork").Event()
-    hogs = [
-        multiprocessing.get_context("fork").Process(target=_spin, args=(stop,), daemon=True)
-        for _ in range(os.cpu_count() or 2)
-    ]
-    for hog in hogs:
-        hog.start()
-    try:
-        time.sleep(0.2)  # let them take the cores
-        yield
-    finally:
-        stop.set()
-        for hog in hogs:
-            hog.join(5)
-            if hog.is_alive():
-                hog.kill()
+MINIMAL_LISTENER = """
+import socket, sys, time
+sock = socket.socket()
+sock.bind(("127.0.0.1", int(sys.argv[1])))
+sock.listen()
+time.sleep(30)
+"""
 
 
-def connect_as_test_harness(argv: list[str], port: int) -> bool:
-    """Spawn the server and connect 0.1 s later, once, as greenstalk's own test suite does.
-    True if the connection was accepted (by the kernel: the socket was listening)."""
+def time_to_listen(argv: list[str], port: int) -> float:
+    """Seconds from exec until a connection to ``port`` is accepted by the kernel."""
     with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
         proc = ServerProcess(argv, Path(tmp) / "log")
         try:
-            time.sleep(0.1)
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-                    return ask(sock, b"list-tube-used\r\n") == p.Reply("USING", ("default",))
-            except ConnectionRefusedError:
-                return False
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                    return time.perf_counter() - start
+                except ConnectionRefusedError:
+                    assert proc.poll() is None, proc.describe()
+                    assert time.perf_counter() - start < 30, proc.describe()
+                    time.sleep(0.0005)
         finally:
             proc.terminate()
             proc.wait(10)
 
 
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "both-cores-busy"])
-def test_listening_within_a_test_harness_delay(busy: bool) -> None:
-    """A harness that spawns the server and connects 0.1 s later is never refused, on an idle
-    machine or with a hog on every core (before: refused in 12-15 of 44 greenstalk tests)."""
+def test_time_to_listen_is_the_interpreters_own_start_up(busy: bool) -> None:
+    """Harnesses connect ~0.1 s after spawning the server, and before that beanq listened
+    118-127 ms after exec on a busy machine. Now it listens about when a five-line Python
+    listener does: compared in the same run, alternately, idle and with a hog on every core,
+    so the machine's speed cancels out (the absolute figures are in ``make bench``)."""
+    bare: list[float] = []
+    beanq: list[float] = []
     with cpu_hogs() if busy else contextlib.nullcontext():
-        results = [
-            connect_as_test_harness(beanq_argv("127.0.0.1", port), port)
-            for port in [free_port() for _ in range(8)]
-        ]
-    assert all(results), results
+        for _ in range(7):
+            port = free_port()
+            bare.append(time_to_listen([sys.executable, "-c", MINIMAL_LISTENER, str(port)], port))
+            port = free_port()
+            beanq.append(time_to_listen(beanq_argv("127.0.0.1", port), port))
+    assert statistics.median(beanq) < 1.5 * statistics.median(bare) + 0.010, (beanq, bare)
 
 
 LISTEN_SPY = """
@@ -163,20 +150,6 @@ def test_locked_directory_exits_10_without_ever_accepting(tmp_path: Path) -> Non
         finally:
             first.terminate()
             first.wait(10)
-
-
-def test_first_answer_with_an_empty_binlog_within_150_ms(tmp_path: Path) -> None:
-    from tests.test_process import BEANQ, time_to_first_answer
-
-    exe = Path(sys.executable).with_name("beanq")
-    argv = [str(exe)] if exe.exists() else BEANQ
-    timings = []
-    for i in range(5):
-        directory = tmp_path / str(i)
-        directory.mkdir()
-        port = free_port()
-        timings.append(time_to_first_answer([*argv, "-p", str(port), "-b", str(directory)], port))
-    assert min(timings) < 0.150, timings
 
 
 FD_LIMIT = 48
