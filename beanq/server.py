@@ -785,6 +785,7 @@ async def _serve(loop: EpollLoop, fsync_ms: int | None, stop: threading.Event) -
     import trio
 
     _tune_malloc()  # (here, not on the way to the first answer: loading ctypes takes 3 ms)
+    log.info("trio is up")  # start-up is over: what the process holds from here on is its own
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_handle_signals, loop.hub, nursery.cancel_scope, stop)
         journal = loop.journal

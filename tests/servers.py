@@ -121,6 +121,16 @@ def wait_until_accepting(
         return
 
 
+def wait_until_settled(proc: ServerProcess, timeout: float = 30.0) -> None:
+    """Wait until a beanq started with ``-V`` has finished starting (trio imported and
+    running): before that its memory still grows by trio's, whatever the test does."""
+    deadline = time.monotonic() + timeout
+    while "trio is up" not in proc.output():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise ServerStartError(f"beanq never finished starting: {proc.describe()}")
+        time.sleep(0.02)
+
+
 def _quit_probe(sock: socket.socket, deadline: float) -> None:
     """Ask the server to close the probe connection and wait (bounded) until it has."""
     try:

@@ -33,7 +33,13 @@ from beanq.dispatch import Connection, HostInfo, Hub
 from beanq.tubes import URGENT_THRESHOLD, Engine, State
 from tests import soak
 from tests.interpreted import PRELUDE
-from tests.servers import ServerProcess, free_port, spawn_beanq, wait_until_accepting
+from tests.servers import (
+    ServerProcess,
+    free_port,
+    spawn_beanq,
+    wait_until_accepting,
+    wait_until_settled,
+)
 from tests.soak import Client, cpu_seconds, rss_kib, stats_problems
 
 MiB = 1024  # rss_kib() counts KiB
@@ -764,7 +770,8 @@ def test_slow_reader_is_paused_then_served_in_full() -> None:
     reading that client (a second of further commands costs it no memory), serves everyone
     else meanwhile, and later delivers every reply intact and in order."""
     first = _kernel_send_buffer_max() // BIG + 48  # 3 MiB of replies more than the kernel holds
-    with spawn_beanq() as (host, port, proc), Client(host, port) as other:
+    with spawn_beanq("-V") as (host, port, proc), Client(host, port) as other:
+        wait_until_settled(proc)
         job = _big_job(other)
         time.sleep(0.3)
         start = rss_kib(proc.pid)
@@ -800,7 +807,8 @@ def test_slow_reader_is_paused_then_served_in_full() -> None:
 def test_slow_reader_burst_is_capped() -> None:
     """4096 pipelined peeks of a 64 KiB job in one send, never read: the server's memory
     must stay near its 1 MiB per-connection output cap, and other clients must not wait."""
-    with spawn_beanq() as (host, port, proc), Client(host, port) as other:
+    with spawn_beanq("-V") as (host, port, proc), Client(host, port) as other:
+        wait_until_settled(proc)
         job = _big_job(other)
         time.sleep(0.3)
         start = rss_kib(proc.pid)
@@ -815,7 +823,8 @@ def test_slow_reader_burst_is_capped() -> None:
 
 @pytest.mark.parametrize("case", ["slow-reader-half-closes", "held-commands-then-close"])
 def test_paused_client_hanging_up_costs_nothing(case: str) -> None:
-    with spawn_beanq() as (host, port, proc), Client(host, port) as other:
+    with spawn_beanq("-V") as (host, port, proc), Client(host, port) as other:
+        wait_until_settled(proc)
         sock = _slow_socket(host, port)
         if case == "slow-reader-half-closes":
             job = _big_job(other)
@@ -841,7 +850,8 @@ def test_slowloris_holds_nothing_others_need() -> None:
     another client's round trips stay fast, its jobs flow, and the dribblers' commands are
     answered exactly as if sent at once."""
     command = b"use slow\r\nput 0 0 60 5\r\nhello\r\nlist-tube-used\r\n"
-    with spawn_beanq() as (host, port, proc), Client(host, port) as worker:
+    with spawn_beanq("-V") as (host, port, proc), Client(host, port) as worker:
+        wait_until_settled(proc)
         dribblers = [socket.create_connection((host, port), timeout=5) for _ in range(50)]
         try:
             time.sleep(0.2)
@@ -978,7 +988,8 @@ def test_memory_returns_after_a_burst(n: int, size: int) -> None:
     RSS must fall most of the way back to where it started."""
     batch = min(n, 5_000)
     put = b"put 0 0 60 %d\r\n" % size + b"m" * size + b"\r\n"
-    with spawn_beanq() as (host, port, proc), Client(host, port) as c:
+    with spawn_beanq("-V") as (host, port, proc), Client(host, port) as c:
+        wait_until_settled(proc)
         time.sleep(0.3)
         start = rss_kib(proc.pid)
         for _ in range(n // batch):
