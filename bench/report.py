@@ -79,8 +79,36 @@ def summarize_throughput(
             row["ratio"] = ratio(
                 row["sides"][sides[1]]["ops_per_s"], row["sides"][sides[0]]["ops_per_s"]
             )
+        if w.baseline is not None:
+            row["baseline"] = w.baseline
         rows.append(row)
+    by_id = {row["workload"]: row for row in rows}
+    for row in rows:
+        base = by_id.get(row.get("baseline", ""))
+        if base is not None:
+            for side in sides:
+                row["sides"][side]["vs_baseline"] = ratio(
+                    row["sides"][side]["ops_per_s"], base["sides"][side]["ops_per_s"]
+                )
     return rows
+
+
+def binlog_cost_table(rows: list[dict[str, Any]], sides: list[str]) -> str:
+    """Each binlog workload against the same load without -b, per server: what -b costs."""
+    mine = [row for row in rows if "baseline" in row]
+    if not mine:
+        return ""
+    head = f"{'workload':<22} {'vs':<14}" + "".join(
+        f" {side + ' with/without':>26}" for side in sides
+    )
+    lines = [head, "-" * len(head)]
+    for row in mine:
+        line = f"{row['workload']:<22} {row['baseline']:<14}"
+        for side in sides:
+            data = row["sides"][side]
+            line += f" {_fmt(data.get('vs_baseline'), '.2f'):>26}"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def _loadgen_bound(side: dict[str, Any]) -> bool:
