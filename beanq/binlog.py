@@ -301,7 +301,7 @@ def _record(parts: list[bytes], job: Job, stamp: int, offset: float, full: bool 
             )
         else:
             rest = _tail(job, length, stamp, offset, tlen) + tube
-        rest += body
+        rest = rest + body  # (compiled, `+=` on bytes is a generic in-place add)
     parts.append(_pack_head(REC_MAGIC, _crc32(rest)))  # (one crc32 call: cheaper)
     parts.append(rest)
 
