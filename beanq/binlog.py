@@ -652,6 +652,13 @@ def _lock_dir(directory: str) -> tuple[int, str]:
     return fd, key
 
 
+def _cut(fd: int, used: int) -> None:
+    """Give back a former current segment's preallocated room past what it holds (replay
+    trims it too, if this never happened)."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, used)
+
+
 class Binlog:
     """Segments of job records in one directory: see the module docstring."""
 
@@ -695,7 +702,10 @@ class Binlog:
         self._no_roll_until = 0.0  # creating a segment failed: do not retry before this
         self._appended = 0  # bytes written by this process, all segments
         self._synced = 0  # ... of which fsynced
-        self._rolled: list[int] = []  # fds of former current segments, to fsync and close
+        # Former current segments (fd, bytes used), to cut back to what they hold, fsync and
+        # close: off the loop's thread when there is a sync (cutting a big preallocation waits
+        # for the disk: up to 23 ms seen while the fsync thread wrote the same file back)
+        self._rolled: list[tuple[int, int]] = []
         self._dir_dirty = False  # a segment was created since the last directory fsync
         self._garbage: list[Segment] = []  # unpinned segments, waiting to be unlinked
         self._old_used = 0  # bytes in non-current segments that are not garbage
@@ -957,10 +967,8 @@ class Binlog:
             self._no_roll_until = time.monotonic() + ROLL_RETRY
             self._complain("space", "binlog: cannot create a new binlog file: %s", exc)
             return False
-        with contextlib.suppress(OSError):
-            os.ftruncate(old.fd, old.used)
         old.cap = old.used
-        self._rolled.append(old.fd)  # closed by the next sync (or write, without fsync)
+        self._rolled.append((old.fd, old.used))  # by the next sync (or write, without fsync)
         old.fd = -1
         self._poisoned = False
         self._relieved("space", "binlog: disk space is available again")
@@ -992,7 +1000,8 @@ class Binlog:
             try:
                 with self._lock:
                     rolled, self._rolled = self._rolled, []
-                for fd in rolled:
+                for fd, used in rolled:
+                    _cut(fd, used)
                     os.close(fd)
             finally:
                 self._sync_lock.release()
@@ -1487,7 +1496,8 @@ class Binlog:
                 dir_dirty = self._dir_dirty
                 self._dir_dirty = False
             try:
-                for old in rolled:
+                for old, used in rolled:
+                    _cut(old, used)
                     os.fsync(old)
                 os.fsync(fd)
             except OSError as exc:
@@ -1496,7 +1506,7 @@ class Binlog:
                     self._rolled = rolled + self._rolled
                     self._dir_dirty = self._dir_dirty or dir_dirty
                 return False
-            for old in rolled:
+            for old, _ in rolled:
                 os.close(old)
             if dir_dirty and not self._fsync_dir():
                 with self._lock:
@@ -1547,7 +1557,8 @@ class Binlog:
                     os.ftruncate(cur.fd, cur.used)
                 os.close(cur.fd)
                 cur.fd = -1
-            for fd in self._rolled:
+            for fd, used in self._rolled:
+                _cut(fd, used)
                 os.close(fd)
             self._rolled = []
             if self._pending:

@@ -856,6 +856,26 @@ def test_superseded_segments_are_deleted(tmp_path: Path) -> None:
     rig.close()
 
 
+@pytest.mark.parametrize("fsync", [True, False])
+def test_full_segments_give_back_their_preallocated_room(tmp_path: Path, fsync: bool) -> None:
+    """A segment that stops being current is cut back to what it holds: by the next sync
+    (on the fsync thread, not in the loop), or by the next write without fsync (-F)."""
+    rig = Rig(tmp_path / "wal", segment_size=SMALL, fsync=fsync)
+    for _ in range(60):
+        rig.put(b"x" * 100)
+    if fsync:
+        rig.log.sync()
+    else:
+        rig.put(b"x" * 100)
+    current = f"binlog.{rig.log.stats().current_index}"
+    old = [f for f in rig.path.glob("binlog.*") if f.name != current]
+    assert len(old) >= 3
+    for f in old:
+        data = f.read_bytes()
+        assert len(data) == len(data.rstrip(b"\0")), f.name  # no zeroed room left at the end
+    rig.close()
+
+
 def test_deleted_jobs_stay_deleted_while_their_full_record_exists(tmp_path: Path) -> None:
     """A job's tombstone must outlive its full record: here the victim's full record sits in
     the first segment, kept by long-lived jobs, while the segment with its tombstone would
