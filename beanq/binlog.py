@@ -110,28 +110,35 @@ REC_HEAD: Final = struct.Struct("<4sI")  # REC up to `length`: magic, crc
 REC_LENGTH_ID: Final = struct.Struct("<8xI4xQ")  # REC's length and id
 # REC_TAIL of a tombstone: length, pri 0, id, stamp, then zeros (0.0 packs as zero bytes too)
 TOMB_TAIL: Final = struct.Struct("<IIQQ48x")
-HS: Final = REC.size  # 80: a short record, a tombstone, the header of a full record
+# Sizes as literals, so that compiled code folds them into constants
+HS: Final = 80  # REC.size: a short record, a tombstone, the header of a full record
+FS: Final = 12  # FRAME.size
+assert REC.size == HS and FRAME.size == FS
+# Bound once: compiled code then calls them straight, without a look-up per record
+_crc32: Final = zlib.crc32
+_pack_head: Final = REC_HEAD.pack
+_pack_tail: Final = REC_TAIL.pack
+_pack_fresh: Final = FRESH_TAIL.pack
+_pack_tomb: Final = TOMB_TAIL.pack
+_pack_frame: Final = FRAME.pack
 MAX_TUBE: Final = 200
 U32: Final = 0xFFFFFFFF
 LOW: Final = U32  # Job.logged: anchor seq << 32 | latest seq
 NAME_RE: Final = re.compile(r"binlog\.([0-9]+)\Z")
 
 # On-disk states (beanstalkd's numbering, so translated records need no table)
-D_DELETED, D_READY, D_RESERVED, D_BURIED, D_DELAYED = range(5)
+D_DELETED: Final = 0
+D_READY: Final = 1
+D_RESERVED: Final = 2
+D_BURIED: Final = 3
+D_DELAYED: Final = 4
 
-_TO_DISK: Final = {
-    State.READY: D_READY,
-    State.RESERVED: D_RESERVED,
-    State.BURIED: D_BURIED,
-    State.DELAYED: D_DELAYED,
-    State.DELETED: D_DELETED,
-}
 _FROM_DISK: Final = (State.DELETED, State.READY, State.RESERVED, State.BURIED, State.DELAYED)
 
-DEL: Final = HS + FRAME.size  # room owed for a tombstone (alone in its frame, at worst)
-PUT_ROOM: Final = HS + MAX_TUBE + FRAME.size + DEL  # room can_put promises, besides the body
+DEL: Final = HS + FS  # room owed for a tombstone (alone in its frame, at worst)
+PUT_ROOM: Final = HS + MAX_TUBE + FS + DEL  # room can_put promises, besides the body
 PAGE: Final = 4096
-EXTEND_STEP: Final = 64 << 10
+EXTEND_STEP: Final = 1 << 20  # growth of the current segment beyond what is needed
 COMPACT_MIN: Final = 64 << 10  # bytes of live data compaction may rewrite per write() call
 RETRY_LOG_INTERVAL: Final = 10.0
 ROLL_RETRY: Final = 0.5  # seconds between attempts to create a segment after a failure
@@ -194,7 +201,7 @@ class _Batch:
 
     def add(self, parts: list[bytes], effect: Effect, released: int) -> None:
         if not self.parts:
-            self.size = FRAME.size
+            self.size = FS
         self.parts.extend(parts)
         self.size += effect[4]
         self.released += released
@@ -205,8 +212,13 @@ class _Batch:
 Effect = tuple[int, int, "Job | None", int, int]
 
 
-# effect kinds
-_PUT, _PUT_RESERVED, _UPDATE, _TOMB, _REWRITE, _MARK = range(6)
+# effect kinds (Final literals: compiled, they are constants, not look-ups in the module)
+_PUT: Final = 0
+_PUT_RESERVED: Final = 1
+_UPDATE: Final = 2
+_TOMB: Final = 3
+_REWRITE: Final = 4
+_MARK: Final = 5
 
 
 def _tail(job: Job, length: int, stamp: int, offset: float, tube_length: int) -> bytes:
@@ -216,7 +228,7 @@ def _tail(job: Job, length: int, stamp: int, offset: float, tube_length: int) ->
     if state is State.READY and not (
         job.reserves | job.timeouts | job.releases | job.buries | job.kicks
     ):  # (9 fields to convert instead of 16)
-        return FRESH_TAIL.pack(
+        return _pack_fresh(
             length,
             job.pri,
             job.id,
@@ -227,7 +239,7 @@ def _tail(job: Job, length: int, stamp: int, offset: float, tube_length: int) ->
             D_READY,
             tube_length,
         )
-    return REC_TAIL.pack(
+    return _pack_tail(
         length,
         job.pri,
         job.id,
@@ -241,22 +253,81 @@ def _tail(job: Job, length: int, stamp: int, offset: float, tube_length: int) ->
         job.releases & U32,
         job.buries & U32,
         job.kicks & U32,
-        _TO_DISK[state],
+        _disk_state(state),
         tube_length,
         0,
     )
 
 
-def _record(job: Job, stamp: int, offset: float, full: bool = True) -> list[bytes]:
-    """The parts of a record of live ``job``: a full one (with its tube and body) or a
+def _disk_state(state: State) -> int:
+    """``state`` in beanstalkd's numbering (compared, not hashed: an enum hashes in Python)."""
+    if state is State.READY:
+        return D_READY
+    if state is State.RESERVED:
+        return D_RESERVED
+    if state is State.BURIED:
+        return D_BURIED
+    if state is State.DELAYED:
+        return D_DELAYED
+    return D_DELETED
+
+
+def _record(parts: list[bytes], job: Job, stamp: int, offset: float, full: bool = True) -> None:
+    """Append to ``parts`` a record of live ``job``: a full one (with its tube and body) or a
     short one (its state only)."""
-    if full:
+    if not full:
+        rest = _tail(job, HS, stamp, offset, 0)
+    else:
         tube = job.tube.name
         body = job.body
-        rest = _tail(job, HS + len(tube) + len(body), stamp, offset, len(tube)) + tube + body
-    else:
-        rest = _tail(job, HS, stamp, offset, 0)
-    return [REC_HEAD.pack(REC_MAGIC, zlib.crc32(rest)), rest]  # (one crc32 call: cheaper)
+        tlen = len(tube)
+        length = HS + tlen + len(body)
+        if (
+            job.state is State.READY
+            and not (job.reserves | job.timeouts | job.releases | job.buries | job.kicks)
+            and tlen <= MAX_TUBE
+        ):  # a put, mostly: its tail and tube in one pack
+            rest = _fresh_packer(tlen)(
+                length,
+                job.pri,
+                job.id,
+                stamp,
+                job.created + offset,
+                job.delay,
+                job.ttr,
+                D_READY,
+                tlen,
+                tube,
+            )
+        else:
+            rest = _tail(job, length, stamp, offset, tlen) + tube
+        rest = rest + body  # (compiled, `+=` on bytes is a generic in-place add)
+    parts.append(_pack_head(REC_MAGIC, _crc32(rest)))  # (one crc32 call: cheaper)
+    parts.append(rest)
+
+
+_FRESH_PACKERS: Final[list[Callable[..., bytes] | None]] = [None] * (MAX_TUBE + 1)
+
+
+def _fresh_packer(tube_length: int) -> Callable[..., bytes]:
+    """``FRESH_TAIL`` followed by a tube name of ``tube_length`` bytes (made when first
+    needed: a server sees a handful of name lengths)."""
+    pack = _FRESH_PACKERS[tube_length]
+    if pack is None:
+        pack = struct.Struct(f"{FRESH_TAIL.format}{tube_length}s").pack
+        _FRESH_PACKERS[tube_length] = pack
+    return pack
+
+
+def _repeats(jobs: list[Job]) -> bool:
+    """Whether some job is listed twice. Ids that only go up (a run of puts, the bulk of a
+    busy log) prove that none is, without hashing every job into a set."""
+    last = -1
+    for job in jobs:
+        if job.id <= last:
+            return len(set(jobs)) != len(jobs)
+        last = job.id
+    return False
 
 
 def _full_size(job: Job) -> int:
@@ -264,9 +335,10 @@ def _full_size(job: Job) -> int:
     return HS + len(job.tube.name) + len(job.body)
 
 
-def _tombstone(jid: int, stamp: int) -> list[bytes]:
-    tail = TOMB_TAIL.pack(HS, 0, jid, stamp)
-    return [REC_HEAD.pack(REC_MAGIC, zlib.crc32(tail)), tail]
+def _tombstone(parts: list[bytes], jid: int, stamp: int) -> None:
+    tail = _pack_tomb(HS, 0, jid, stamp)
+    parts.append(_pack_head(REC_MAGIC, _crc32(tail)))
+    parts.append(tail)
 
 
 # --- reading segments ----------------------------------------------------------------------
@@ -312,11 +384,11 @@ def _record_ok(buf: bytes, mv: memoryview, q: int, n: int) -> int:
 
 def _frame_ok(buf: bytes, mv: memoryview, p: int, n: int) -> int:
     """The end of the intact frame at ``p``, or 0."""
-    if not buf.startswith(FRAME_MAGIC, p) or p + FRAME.size > n:
+    if not buf.startswith(FRAME_MAGIC, p) or p + FS > n:
         return 0
     _, length, crc = FRAME.unpack_from(buf, p)
-    end: int = p + FRAME.size + length
-    if length < HS or end > n or zlib.crc32(mv[p + FRAME.size : end]) != crc:
+    end: int = p + FS + length
+    if length < HS or end > n or zlib.crc32(mv[p + FS : end]) != crc:
         return 0
     return end
 
@@ -347,14 +419,14 @@ def _salvage(buf: bytes, p: int, limit: int, path: str | None) -> tuple[bytes, i
             out.append(buf[q : q + length])
             q = good_end = q + length
             continue
-        if buf.startswith(FRAME_MAGIC, q) and q + FRAME.size <= n:
+        if buf.startswith(FRAME_MAGIC, q) and q + FS <= n:
             if path is not None:
                 log.warning(
                     "%s:%d: frame is cut short or fails its checksum; keeping its intact records",
                     path,
                     q,
                 )
-            q += FRAME.size  # its records may still be whole
+            q += FS  # its records may still be whole
             continue
         if bad is None:
             bad = q
@@ -404,7 +476,7 @@ def _scan(buf: bytes, path: str, report: bool = True) -> _Scan:
     while p < limit:
         frame_end = _frame_ok(buf, mv, p, n)
         if frame_end:
-            ranges.append((buf, p + FRAME.size, frame_end))
+            ranges.append((buf, p + FS, frame_end))
             p = end = frame_end
             continue
         records, p, good_end = _salvage(buf, p, limit, path if report else None)
@@ -582,6 +654,13 @@ def lock_dir(directory: str) -> tuple[int, str]:
     return fd, key
 
 
+def _cut(fd: int, used: int) -> None:
+    """Give back a former current segment's preallocated room past what it holds (replay
+    trims it too, if this never happened)."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, used)
+
+
 class Binlog:
     """Segments of job records in one directory: see the module docstring."""
 
@@ -625,7 +704,10 @@ class Binlog:
         self._no_roll_until = 0.0  # creating a segment failed: do not retry before this
         self._appended = 0  # bytes written by this process, all segments
         self._synced = 0  # ... of which fsynced
-        self._rolled: list[int] = []  # fds of former current segments, to fsync and close
+        # Former current segments (fd, bytes used), to cut back to what they hold, fsync and
+        # close: off the loop's thread when there is a sync (cutting a big preallocation waits
+        # for the disk: up to 23 ms seen while the fsync thread wrote the same file back)
+        self._rolled: list[tuple[int, int]] = []
         self._dir_dirty = False  # a segment was created since the last directory fsync
         self._garbage: list[Segment] = []  # unpinned segments, waiting to be unlinked
         self._old_used = 0  # bytes in non-current segments that are not garbage
@@ -886,15 +968,13 @@ class Binlog:
         if time.monotonic() < self._no_roll_until:
             return False
         try:
-            new = self._create(size + FRAME.size + self._owed + self.headroom)
+            new = self._create(size + FS + self._owed + self.headroom)
         except OSError as exc:
             self._no_roll_until = time.monotonic() + ROLL_RETRY
             self._complain("space", "binlog: cannot create a new binlog file: %s", exc)
             return False
-        with contextlib.suppress(OSError):
-            os.ftruncate(old.fd, old.used)
         old.cap = old.used
-        self._rolled.append(old.fd)  # closed by the next sync (or write, without fsync)
+        self._rolled.append((old.fd, old.used))  # by the next sync (or write, without fsync)
         old.fd = -1
         self._poisoned = False
         self._relieved("space", "binlog: disk space is available again")
@@ -926,7 +1006,8 @@ class Binlog:
             try:
                 with self._lock:
                     rolled, self._rolled = self._rolled, []
-                for fd in rolled:
+                for fd, used in rolled:
+                    _cut(fd, used)
                     os.close(fd)
             finally:
                 self._sync_lock.release()
@@ -948,7 +1029,7 @@ class Binlog:
         only when a record may not fit as things stand (it then writes the frame so far,
         grows or rolls)."""
         jobs = self._pending
-        if len(jobs) > 1 and len(set(jobs)) != len(jobs):
+        if _repeats(jobs):
             jobs = list(dict.fromkeys(reversed(jobs)))  # one record each, where last listed
             jobs.reverse()
         self._pending = []
@@ -964,7 +1045,7 @@ class Binlog:
         cur = self._current()
         base = cur.used
         cap = -1 if self._poisoned else cur.cap  # poisoned: every record goes to _place
-        pos = base + FRAME.size  # where the next record would end up
+        pos = base + FS  # where the next record would end up
         released = 0
         stamp = self._stamp
         reached = 0  # jobs[reached:] are not placed yet (for the failure path)
@@ -1000,18 +1081,18 @@ class Binlog:
                     cur = self._current()
                     base = cur.used
                     cap = -1 if self._poisoned else cur.cap
-                    pos = base + (batch.size or FRAME.size)
+                    pos = base + (batch.size or FS)
                     released = batch.released
                     if not placed:
                         left.append(job)
                         continue
                     end = pos + size
                 if kind == _TOMB:
-                    parts += _tombstone(jid, stamp)
+                    _tombstone(parts, jid, stamp)
                     effects.append((_TOMB, jid, job, 0, HS))
                     released += DEL
                 else:
-                    parts += _record(job, stamp, offset, full=kind != _UPDATE)
+                    _record(parts, job, stamp, offset, full=kind != _UPDATE)
                     if kind == _PUT_RESERVED and job.state is not buried:
                         puts.append(job)
                     else:
@@ -1060,7 +1141,9 @@ class Binlog:
     def _add_mark(self, batch: _Batch, jid: int) -> None:
         """A tombstone for the highest id handed out, so that ids are never reused."""
         if self._place(batch, HS, owed=False, extra=0):
-            batch.add(_tombstone(jid, self._next_stamp()), (_MARK, jid, None, 0, HS), 0)
+            tomb: list[bytes] = []
+            _tombstone(tomb, jid, self._next_stamp())
+            batch.add(tomb, (_MARK, jid, None, 0, HS), 0)
 
     def _next_stamp(self) -> int:
         stamp = self._stamp
@@ -1072,7 +1155,7 @@ class Binlog:
         segment, or in a new one when the current one is full. Owed records always find room;
         others must leave the owed room (plus ``extra``) free, and may fail."""
         cur = self._current()
-        pos = cur.used + (batch.size or FRAME.size)
+        pos = cur.used + (batch.size or FS)
         fresh = cur.used == SEG_HEADER.size and not batch.parts
         need = pos + size + (0 if owed else self._owed - batch.released + extra)
         if self._poisoned or (not fresh and (pos + size > self.size or need > cur.cap)):
@@ -1080,7 +1163,7 @@ class Binlog:
             self._commit(batch)
             if self._roll(size + extra):
                 cur = self._current()
-            pos = cur.used + FRAME.size
+            pos = cur.used + FS
             need = pos + size + (0 if owed else self._owed + extra)
         return owed or need <= cur.cap or self._grow(need)
 
@@ -1091,8 +1174,8 @@ class Binlog:
             return
         cur = self._current()
         body = b"".join(parts)
-        head = FRAME.pack(FRAME_MAGIC, len(body), zlib.crc32(body))
-        total = FRAME.size + len(body)
+        head = _pack_frame(FRAME_MAGIC, len(body), _crc32(body))
+        total = FS + len(body)
         try:
             written = self.pwrite(cur.fd, [head, body], cur.used)
             if written != total:
@@ -1294,7 +1377,7 @@ class Binlog:
                 cur = self._current()
                 base = cur.used
                 cap = -1 if self._poisoned else cur.cap  # poisoned: every record to _place
-                pos = base + FRAME.size  # where the next record would end up
+                pos = base + FS  # where the next record would end up
                 room = self._owed + headroom  # to be left free after the records
                 while ids and budget > 0:
                     jid = ids.pop()
@@ -1310,7 +1393,7 @@ class Binlog:
                         cur = self._current()
                         base = cur.used
                         cap = -1 if self._poisoned else cur.cap
-                        pos = base + (batch.size or FRAME.size)
+                        pos = base + (batch.size or FS)
                         room = self._owed + headroom
                         if not placed:
                             ids.append(jid)
@@ -1318,7 +1401,7 @@ class Binlog:
                             break
                         end = pos + size
                     stamp = bury_order.get(jid) or self._next_stamp()
-                    parts += _record(job, stamp, offset)
+                    _record(parts, job, stamp, offset)
                     effects.append((_REWRITE, jid, job, stamp, size))
                     pos = end
                     budget -= size
@@ -1419,7 +1502,8 @@ class Binlog:
                 dir_dirty = self._dir_dirty
                 self._dir_dirty = False
             try:
-                for old in rolled:
+                for old, used in rolled:
+                    _cut(old, used)
                     os.fsync(old)
                 os.fsync(fd)
             except OSError as exc:
@@ -1428,7 +1512,7 @@ class Binlog:
                     self._rolled = rolled + self._rolled
                     self._dir_dirty = self._dir_dirty or dir_dirty
                 return False
-            for old in rolled:
+            for old, _ in rolled:
                 os.close(old)
             if dir_dirty and not self._fsync_dir():
                 with self._lock:
@@ -1479,7 +1563,8 @@ class Binlog:
                     os.ftruncate(cur.fd, cur.used)
                 os.close(cur.fd)
                 cur.fd = -1
-            for fd in self._rolled:
+            for fd, used in self._rolled:
+                _cut(fd, used)
                 os.close(fd)
             self._rolled = []
             if self._pending:

@@ -11,8 +11,9 @@ wake-ups and system calls, not in parsing.
 
 trio hosts that loop: the loop task waits in its own epoll set (at most until the engine's
 next timer) and checkpoints into trio every few milliseconds, so that other tasks can take
-signals and run the periodic fsync. With ``-f 0`` a thread of its own runs one fsync at a time
-and reports through an eventfd in the same epoll set (group commit, see ``_Syncer``). trio takes
+signals. A thread of its own runs the binlog's fsyncs, one at a time, and reports through an
+eventfd in the same epoll set (see ``_Syncer``): with ``-f 0`` before the replies that wait for
+them (group commit), with ``-f MS`` when the loop's deadline for the next one comes. trio takes
 ~130 ms to import, and programs that spawn a queue server in their tests talk to it ~100 ms
 later, so the socket is bound and served by the same loop, driven by a plain ``epoll.poll``,
 while trio is imported on a helper thread; then trio takes over the waiting.
@@ -201,8 +202,8 @@ class _Client:
 
 
 class _Syncer:
-    """-f 0 group commit: one fsync at a time, on a thread of its own, so the loop goes on
-    reading and writing the binlog while the disk works; every batch written meanwhile is
+    """-f 0 group commit (and -f MS): one fsync at a time, on a thread of its own, so the loop
+    goes on reading and writing the binlog while the disk works; every batch written meanwhile is
     covered by the next fsync, so concurrent producers share fsyncs. The thread says it is
     done through an eventfd in the loop's epoll set: the loop learns it in the same wait as
     socket input, with no round through trio (a worker-thread call there costs more CPU than
@@ -275,6 +276,8 @@ class EpollLoop:
         self.epoll.register(listener.fileno(), select.EPOLLIN)
         self._syncer: _Syncer | None = None
         self._sync_fd = -1
+        self._sync_period = 0.0  # -f MS: fsync every this many seconds (see sync_every)
+        self._sync_due = 0.0  # ... not before this
         if journal is not None and self.sync_before_reply:
             self._syncer = _Syncer(journal)
             self._sync_fd = self._syncer.fd
@@ -302,6 +305,20 @@ class EpollLoop:
             self.journal.close()
         self.epoll.close()
         self.listener.close()
+
+    def sync_every(self, period: float) -> None:
+        """-f MS: fsync at most every ``period`` seconds, and also after the last write of a
+        burst. The fsync runs on the thread that ``-f 0`` uses (see ``_Syncer``), started by
+        the loop's own deadlines: through trio, each fsync cost a worker-thread round trip in
+        interpreted code (~80 us of CPU) beside the loop."""
+        journal = self.journal
+        if journal is None or self._syncer is not None:
+            return
+        self._sync_period = period
+        self._sync_due = self.clock() + period
+        self._syncer = _Syncer(journal)
+        self._sync_fd = self._syncer.fd
+        self.epoll.register(self._sync_fd, select.EPOLLIN)
 
     def next_deadline(self) -> float | None:
         """Run due timers; return when the loop must next wake up without input."""
@@ -334,7 +351,23 @@ class EpollLoop:
                 self._retry_journal()
             else:
                 when = retry if when is None else min(when, retry)
+        if self._sync_period:
+            due = self._periodic_sync(now)
+            if due is not None:
+                when = due if when is None else min(when, due)
         return when
+
+    def _periodic_sync(self, now: float) -> float | None:
+        """-f MS: start the fsync once it is due and something is unsynced; return when the
+        loop must wake up for the next one (None: nothing to sync, or one is running)."""
+        syncer = self._syncer
+        journal = self.journal
+        if syncer is None or journal is None or syncer.busy or not journal.unsynced:
+            return None
+        if now < self._sync_due:
+            return self._sync_due
+        syncer.ask(self.written_seq)
+        return None
 
     def _manage_memory(self) -> None:
         """Collect (then freeze) what survived young collections lately. Once a large burst
@@ -531,6 +564,9 @@ class EpollLoop:
         """An fsync ended: send the replies it covers, and start the next one if more wait."""
         assert self._syncer is not None and self.journal is not None
         seq = self._syncer.done()
+        if self._sync_period:  # -f MS: no reply waits; a failed fsync is retried when due
+            self._sync_due = self.clock() + self._sync_period
+            return
         if self._syncer.failed:
             # The disk refused the fsync (logged by the binlog): the replies keep waiting, and
             # the fsync is tried again after a pause rather than in a loop.
@@ -788,9 +824,8 @@ async def _serve(loop: EpollLoop, fsync_ms: int | None, stop: threading.Event) -
     log.info("trio is up")  # start-up is over: what the process holds from here on is its own
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_handle_signals, loop.hub, nursery.cancel_scope, stop)
-        journal = loop.journal
-        if journal is not None and fsync_ms:  # (-f 0 syncs before replying: see _Syncer)
-            nursery.start_soon(_periodic_sync, journal, fsync_ms / 1000)
+        if fsync_ms:  # (-f 0 syncs before replying: see _Syncer)
+            loop.sync_every(fsync_ms / 1000)
         try:
             await _epoll_forever(loop)
         finally:
@@ -815,16 +850,6 @@ async def _handle_signals(hub: Hub, scope: trio.CancelScope, stop: threading.Eve
                 return
 
 
-async def _periodic_sync(journal: Journal, period: float) -> None:
-    """-f MS: fsync at most every MS ms, and also after the last write of a burst."""
-    import trio
-
-    while True:
-        await trio.sleep(period)
-        if journal.unsynced:
-            await trio.to_thread.run_sync(journal.sync)
-
-
 STALL_RETRY = 0.1  # seconds between retries of binlog writes the disk refused
 CHECKPOINT_INTERVAL = 0.005  # how often the loop lets trio's other tasks run, at most
 SPIN = 50e-6  # how long the loop polls without sleeping after input
@@ -832,8 +857,8 @@ SPIN_BACKOFF_MAX = 64  # after fruitless spins, spin again only every this many 
 
 
 async def _epoll_forever(loop: EpollLoop) -> None:
-    """Wait in our own epoll set, for at most 50 ms, and let trio's other tasks (signals,
-    periodic fsync) run at a checkpoint every few milliseconds. That spares each wake-up a
+    """Wait in our own epoll set, for at most 50 ms, and let trio's other tasks (signals) run
+    at a checkpoint every few milliseconds. That spares each wake-up a
     round through trio's scheduler (~10 us, as much as the command itself)."""
     import trio
 

@@ -104,6 +104,10 @@ def select_workloads(
             w.id == t or w.id.startswith(t + "-") for t in tokens if t not in SECTIONS
         ):
             chosen.append(w)
+    # a binlog workload is reported against the same load without -b: run that one too
+    ids = {w.id for w in chosen}
+    needed = {w.baseline for w in chosen if w.baseline is not None and w.baseline not in ids}
+    chosen = [w for w in matrix if w.id in ids or w.id in needed]
     if chosen:
         sections.add("throughput")
     unknown = [
@@ -400,6 +404,12 @@ def render(results: dict[str, Any], names: list[str]) -> str:
     if "throughput" in results:
         out.append("\nThroughput (median ops/s; p50/p99 latency and CPU as A|B; cpu% of one core)")
         out.append(report.throughput_table(results["throughput"]["summary"], names))
+        cost = report.binlog_cost_table(results["throughput"]["summary"], names)
+        if cost:
+            out.append(
+                "\nBinlog cost (ops/s with -b / the same load without -b, same server, same run)"
+            )
+            out.append(cost)
         errors = report.throughput_errors(results["throughput"]["summary"])
         if errors:
             out.append("\nErrors (first and last line; full text in the JSON):")

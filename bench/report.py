@@ -79,8 +79,45 @@ def summarize_throughput(
             row["ratio"] = ratio(
                 row["sides"][sides[1]]["ops_per_s"], row["sides"][sides[0]]["ops_per_s"]
             )
+        if w.baseline is not None:
+            row["baseline"] = w.baseline
         rows.append(row)
+    by_id = {row["workload"]: row for row in rows}
+    for row in rows:
+        base = by_id.get(row.get("baseline", ""))
+        if base is not None:
+            for side in sides:
+                mine, theirs = row["sides"][side], base["sides"][side]
+                mine["vs_baseline"] = ratio(mine["ops_per_s"], theirs["ops_per_s"])
+                mine["vs_baseline_per_cpu"] = ratio(_per_cpu(mine), _per_cpu(theirs))
     return rows
+
+
+def _per_cpu(side: dict[str, Any]) -> float | None:
+    """ops per second of the server's own CPU time: steadier than ops/s when other work
+    takes the server's core for part of the run (both runs of a ratio are hit alike)."""
+    ops, cpu = side.get("ops_per_s"), side.get("server_cpu_pct")
+    return None if ops is None or not cpu else ops / (cpu / 100)
+
+
+def binlog_cost_table(rows: list[dict[str, Any]], sides: list[str]) -> str:
+    """Each binlog workload against the same load without -b, per server: what -b costs, as
+    ops/s and as ops per second of the server's CPU time."""
+    mine = [row for row in rows if "baseline" in row]
+    if not mine:
+        return ""
+    head = f"{'workload':<22} {'vs':<14}" + "".join(
+        f" {side + ' with/without':>26} {'per cpu':>8}" for side in sides
+    )
+    lines = [head, "-" * len(head)]
+    for row in mine:
+        line = f"{row['workload']:<22} {row['baseline']:<14}"
+        for side in sides:
+            data = row["sides"][side]
+            line += f" {_fmt(data.get('vs_baseline'), '.2f'):>26}"
+            line += f" {_fmt(data.get('vs_baseline_per_cpu'), '.2f'):>8}"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def _loadgen_bound(side: dict[str, Any]) -> bool:

@@ -31,6 +31,8 @@ class Workload:
     binlog: bool = False
     flags: tuple[str, ...] = ()
     group: str = "100 B"
+    # the same load without -b: the binlog's cost is reported as a ratio to it, same server
+    baseline: str | None = None
 
     def spec(self, port: int, duration: float, workers: int) -> LoadSpec:
         return LoadSpec(
@@ -71,10 +73,28 @@ def matrix(quick: bool) -> list[Workload]:
                 group="64 KiB",
             )
         )
-    out.append(Workload("put-binlog-c50-p1", "put", 50, 1, binlog=True, group="binlog"))
+    for depth in (1, 16):
+        out.append(
+            Workload(
+                f"put-binlog-c50-p{depth}",
+                "put",
+                50,
+                depth,
+                binlog=True,
+                group="binlog",
+                baseline=f"put-c50-p{depth}",
+            )
+        )
     out.append(
         Workload(
-            "put-binlog-f0-c50-p1", "put", 50, 1, binlog=True, flags=("-f", "0"), group="binlog"
+            "put-binlog-f0-c50-p1",
+            "put",
+            50,
+            1,
+            binlog=True,
+            flags=("-f", "0"),
+            group="binlog",
+            baseline="put-c50-p1",
         )
     )
     return out

@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import threading
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -385,6 +386,41 @@ def test_a_record_holds_the_fields_of_the_job_it_records(
         0,
     )
     assert bl._tail(job, 91, stamp, offset, 7) == expected
+
+
+@given(
+    tube=st.binary(min_size=1, max_size=bl.MAX_TUBE + 20),
+    body=st.binary(max_size=300),
+    stamp=st.integers(0, 2**63 - 1),
+    offset=st.floats(-1e9, 2e9),
+    counters=st.just([0] * 5) | st.lists(st.integers(0, 2**33), min_size=5, max_size=5),
+    state=st.sampled_from([State.READY, State.RESERVED, State.BURIED, State.DELAYED]),
+)
+def test_a_full_record_is_its_checksum_its_fields_its_tube_and_its_body(
+    tube: bytes,
+    body: bytes,
+    stamp: int,
+    offset: float,
+    counters: list[int],
+    state: State,
+) -> None:
+    """A put's record is packed with its tube in one go: the bytes must be those of the
+    general layout, for every tube length (the longest ones take the general path)."""
+    engine = Engine(0.0)
+    session = engine.connect()
+    engine.use(session, tube)
+    job = engine.put(session, 7, 3, 60, body, 12.5)
+    job.state = state
+    job.deadline = 20.0
+    job.reserves, job.timeouts, job.releases, job.buries, job.kicks = counters
+    tail = bl._tail(job, bl.HS + len(tube) + len(body), stamp, offset, len(tube))
+    rest = tail + tube + body
+    parts: list[bytes] = []
+    bl._record(parts, job, stamp, offset)
+    assert parts == [bl.REC_HEAD.pack(bl.REC_MAGIC, zlib.crc32(rest)), rest]
+    short: list[bytes] = []
+    bl._record(short, job, stamp, offset, full=False)
+    assert b"".join(short)[8:] == bl._tail(job, bl.HS, stamp, offset, 0)
 
 
 def test_reserved_jobs_come_back_ready_with_their_reserve_counted(rig: Rig) -> None:
@@ -817,6 +853,26 @@ def test_superseded_segments_are_deleted(tmp_path: Path) -> None:
     rig.log.sync()
     files = sorted(f.name for f in rig.path.glob("binlog.*"))
     assert files == [f"binlog.{rig.log.stats().current_index}"]
+    rig.close()
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_full_segments_give_back_their_preallocated_room(tmp_path: Path, fsync: bool) -> None:
+    """A segment that stops being current is cut back to what it holds: by the next sync
+    (on the fsync thread, not in the loop), or by the next write without fsync (-F)."""
+    rig = Rig(tmp_path / "wal", segment_size=SMALL, fsync=fsync)
+    for _ in range(60):
+        rig.put(b"x" * 100)
+    if fsync:
+        rig.log.sync()
+    else:
+        rig.put(b"x" * 100)
+    current = f"binlog.{rig.log.stats().current_index}"
+    old = [f for f in rig.path.glob("binlog.*") if f.name != current]
+    assert len(old) >= 3
+    for f in old:
+        data = f.read_bytes()
+        assert len(data) == len(data.rstrip(b"\0")), f.name  # no zeroed room left at the end
     rig.close()
 
 

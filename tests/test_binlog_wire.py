@@ -7,6 +7,7 @@ test sees exactly what the server said).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import socket
 import subprocess
@@ -293,4 +294,55 @@ def test_with_f0_no_reply_goes_out_while_fsync_fails(tmp_path: Path) -> None:
             assert time.monotonic() - started < 2.0
         time.sleep(0.1)
         assert "binlog: fsync failed: Input/output error (injected)" in proc.output()
+        assert proc.poll() is None
+
+
+# --- the periodic fsync (-f MS) -----------------------------------------------------------------
+
+COUNTING_FSYNC = """
+import os, time
+_fsync = os.fsync
+def fsync(fd):
+    with open({log!r}, "a") as f:
+        f.write("%f\\n" % time.monotonic())
+    return _fsync(fd)
+os.fsync = fsync
+"""
+
+
+def test_f_ms_syncs_after_the_last_write_and_at_most_every_ms(tmp_path: Path) -> None:
+    """-f MS fsyncs what was written at most every MS ms while writes go on, once more after
+    the last write of a burst (a lone put is durable within about MS ms), and never while
+    nothing is written."""
+    from tests.test_hardening import spawn_patched
+
+    log = tmp_path / "fsyncs"
+    binlog = tmp_path / "binlog"
+    binlog.mkdir()
+
+    def fsyncs() -> list[float]:
+        return [float(x) for x in log.read_text().split()] if log.exists() else []
+
+    code = COUNTING_FSYNC.format(log=str(log))
+    with spawn_patched(code, "-b", str(binlog), "-f", "200") as (host, port, proc):
+        with Wire(host, port, timeout=5) as wire:
+            time.sleep(0.5)
+            settled = len(fsyncs())  # (start-up makes the replayed directory durable)
+            time.sleep(0.5)
+            assert len(fsyncs()) == settled  # nothing written, nothing synced
+            assert wire.put(b"lone") == 1
+            deadline = time.monotonic() + 5
+            while len(fsyncs()) == settled and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(fsyncs()) > settled  # the last write of a burst is synced
+            time.sleep(0.6)
+            before = fsyncs()
+            started = time.monotonic()
+            while time.monotonic() - started < 1.0:  # a burst of 1 s of puts
+                wire.put(b"burst")
+            time.sleep(0.5)
+            during = fsyncs()[len(before) :]
+        assert 1 <= len(during) <= 1.0 / 0.2 + 2
+        gaps = [b - a for a, b in itertools.pairwise(during)]
+        assert all(gap >= 0.15 for gap in gaps), gaps  # at most every 200 ms (with slack)
         assert proc.poll() is None
