@@ -216,9 +216,11 @@ class IdIndex:
     def add(self, i: Any) -> None:
         maxes = self.maxes
         if not maxes:
-            self.blocks.append([i])
+            if self.blocks:  # (the emptied block is kept: a tube whose few reserved jobs
+                self.blocks[0].append(i)  # come and go allocates nothing)
+            else:
+                self.blocks.append([i])
             maxes.append(i)
-            self.head = 0
         elif i > maxes[-1]:
             block = self.blocks[-1]
             block.append(i)
@@ -249,11 +251,15 @@ class IdIndex:
         head = self.head
         if block[head] == i:
             head += 1
-            if head == len(block):
+            if head < len(block):
+                self.head = head
+                return
+            self.head = 0
+            if len(self.blocks) == 1:
+                block.clear()
+            else:
                 del self.blocks[0]
-                del self.maxes[0]
-                head = 0
-            self.head = head
+            del self.maxes[0]
             return
         maxes = self.maxes
         k = bisect_left(maxes, i)
@@ -261,10 +267,13 @@ class IdIndex:
         lo = head if k == 0 else 0
         del block[bisect_left(block, i, lo)]
         if len(block) == lo:
-            del self.blocks[k]
-            del maxes[k]
             if k == 0:
                 self.head = 0
+            if len(self.blocks) == 1:
+                block.clear()
+            else:
+                del self.blocks[k]
+            del maxes[k]
         elif i == maxes[k]:
             maxes[k] = block[-1]
 
@@ -273,12 +282,12 @@ class IdIndex:
         out: list[int] = []
         blocks = self.blocks
         k = bisect_right(self.maxes, after)
-        if k < len(blocks):
+        if k < len(self.maxes):
             block = blocks[k]
             j = bisect_right(block, after, self.head if k == 0 else 0)
             out.extend(block[j : j + limit])
             k += 1
-            while len(out) < limit and k < len(blocks):
+            while len(out) < limit and k < len(self.maxes):
                 out.extend(blocks[k][: limit - len(out)])
                 k += 1
         return out
@@ -296,6 +305,7 @@ class IdIndex:
             for i in ids:
                 self.add(i)
             return
+        self.blocks = []
         for start in range(0, len(ids), _BLOCK):
             block = ids[start : start + _BLOCK]
             self.blocks.append(block)
