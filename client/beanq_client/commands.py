@@ -7,6 +7,7 @@ command (``BURIED`` is success for ``bury`` and an error for ``put``).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from typing import Any, Final, Generic, NamedTuple, TypeVar
@@ -228,6 +229,35 @@ def _unique(reply: Reply) -> Unique:
         (id_text,) = _expect(reply, "EXISTS", 1)
         return Unique(_number(reply, id_text), False)
     return Unique(_INSERTED(reply), True)
+
+
+def task_body(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """The JSON task payload a worker routes to ``@worker.task(name)`` (``encode_task``)."""
+    return json.dumps(
+        {"task": name, "args": list(args), "kwargs": kwargs},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode("utf-8")
+
+
+def put_task(
+    name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    unique_key: str | None,
+    priority: int,
+    delay: int,
+    ttr: int,
+) -> Request[int]:
+    """A task put; with ``unique_key``, a ``beanq-put-unique`` whose result is the id of the
+    job put or of the live job already holding the key."""
+    body = task_body(name, args, kwargs)
+    if unique_key is None:
+        return put(body, priority, delay, ttr)
+    return Request(
+        protocol.encode_put_unique(unique_key, body, priority, delay, ttr),
+        lambda reply: _unique(reply).id,
+    )
 
 
 def put_unique(key: str, body: bytes, priority: int, delay: int, ttr: int) -> Request[Unique]:

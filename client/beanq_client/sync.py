@@ -460,6 +460,22 @@ class Client(Generic[T]):
         too): ``Unique(id, inserted)``; the key is free again once that job is deleted."""
         return self._call(commands.put_unique(key, self._codec.encode(body), priority, delay, ttr))
 
+    def put_task(
+        self,
+        name: str,
+        *args: Any,
+        unique_key: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
+        delay: int = DEFAULT_DELAY,
+        ttr: int = DEFAULT_TTR,
+        **kwargs: Any,
+    ) -> int:
+        """Put ``encode_task(name, *args, **kwargs)`` (whatever the client's codec). With
+        ``unique_key`` (beanq only) it is put only if no live job put with that key is in the
+        used tube: the id returned is then that job's (what Celery Once does with a lock,
+        without the lock)."""
+        return self._call(commands.put_task(name, args, kwargs, unique_key, priority, delay, ttr))
+
     def flush(self, tube: str, state: str = "all") -> int:
         """Delete every ready, delayed or buried job (``state``, or ``all`` three) of
         ``tube`` at once; reserved jobs stay. Returns how many went."""

@@ -484,6 +484,20 @@ class AsyncClient(Generic[T]):
             commands.put_unique(key, self._codec.encode(body), priority, delay, ttr)
         )
 
+    async def put_task(
+        self,
+        name: str,
+        *args: Any,
+        unique_key: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
+        delay: int = DEFAULT_DELAY,
+        ttr: int = DEFAULT_TTR,
+        **kwargs: Any,
+    ) -> int:
+        return await self._call(
+            commands.put_task(name, args, kwargs, unique_key, priority, delay, ttr)
+        )
+
     async def flush(self, tube: str, state: str = "all") -> int:
         return await self._call(commands.flush(tube, state))
 

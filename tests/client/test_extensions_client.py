@@ -144,3 +144,31 @@ async def test_async_pool(daemons: list[str], tube: str) -> None:
         assert len(await pool.reserve_batch(3, timeout=1)) == 1
         assert await pool.flush(tube) == 0
         assert await pool.capabilities() == dict.fromkeys(pool.servers, EVERY)
+
+
+def test_put_task_with_a_unique_key_runs_once(beanq_server: Server, tube: str) -> None:
+    from beanq_client import Worker
+
+    with Client(beanq_server.url(tube), timeout=10) as c:
+        first = c.put_task("send", "ada@example.com", unique_key="mail-ada", subject="hi")
+        again = c.put_task("send", "ada@example.com", unique_key="mail-ada", subject="hi")
+        plain = c.put_task("send", "bob@example.com", priority=5)
+        assert again == first and plain != first
+        worker = Worker(c, tube)
+        seen: list[tuple[str, dict[str, str]]] = []
+
+        @worker.task("send")
+        def send(address: str, **kwargs: str) -> None:
+            seen.append((address, kwargs))
+
+        worker.run(burst=True, handle_signals=False)
+        assert sorted(seen) == [("ada@example.com", {"subject": "hi"}), ("bob@example.com", {})]
+        assert c.put_task("send", "ada@example.com", unique_key="mail-ada") != first  # freed
+
+
+async def test_async_put_task(autojump_clock: trio.testing.MockClock) -> None:
+    async with memory_server() as srv, AsyncClient(connector=srv.connect) as c:
+        first = await c.put_task("t", 1, unique_key="k")
+        assert await c.put_task("t", 2, unique_key="k") == first
+        job = await c.reserve(timeout=0)
+        assert job.id == first and job.body == b'{"task":"t","args":[1],"kwargs":{}}'
