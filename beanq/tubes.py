@@ -201,38 +201,44 @@ class IdIndex:
     """The ids of one tube's jobs in one state, ascending, for ``beanq-list``: sorted blocks of
     at most ``_BLOCK`` ids and the last id of each, so that a page after any id costs two
     bisections and the ids it returns. Every transition of every job updates one or two of
-    them, so the common cases are short paths: ids mostly arrive ascending (puts: an append)
-    and leave from the front (reserves and deletes in id order: the first block's live part
-    starts at ``head``, one step further). Items are the id objects that the heap entries and
-    tables already hold, so the index adds no objects."""
+    them, so the common cases are short paths: ids mostly arrive ascending (puts: an append,
+    decided on a native copy of the highest id, ``top``) and leave from the front (reserves
+    and deletes in id order: the first block's live part starts at ``head``, one step
+    further, found by identity when the caller passes the object it added). Items are the id
+    objects that the heap entries and tables already hold, so the index adds no objects."""
 
-    __slots__ = ("blocks", "head", "maxes")
+    __slots__ = ("blocks", "head", "maxes", "top")
 
     def __init__(self) -> None:
         self.blocks: list[list[Any]] = []
         self.maxes: list[Any] = []
         self.head = 0  # blocks[0][:head] have left
+        self.top = -1  # the highest id held, -1 when empty
 
-    def add(self, i: Any) -> None:
-        maxes = self.maxes
-        if not maxes:
-            if self.blocks:  # (the emptied block is kept: a tube whose few reserved jobs
+    def add(self, i: Any, n: int) -> None:
+        """Hold id ``i`` (an object), whose value is ``n``."""
+        if n > self.top:
+            self.top = n
+            maxes = self.maxes
+            if maxes:
+                block = self.blocks[-1]
+                block.append(i)
+                maxes[-1] = i
+                if len(block) > _BLOCK:
+                    self._split(len(maxes) - 1)
+            elif self.blocks:  # (the emptied block is kept: a tube whose few reserved jobs
                 self.blocks[0].append(i)  # come and go allocates nothing)
+                maxes.append(i)
             else:
                 self.blocks.append([i])
-            maxes.append(i)
-        elif i > maxes[-1]:
-            block = self.blocks[-1]
-            block.append(i)
-            maxes[-1] = i
-            if len(block) > _BLOCK:
-                self._split(len(maxes) - 1)
-        else:
-            k = bisect_left(maxes, i)
-            block = self.blocks[k]
-            insort(block, i, self.head if k == 0 else 0)
-            if len(block) > _BLOCK:
-                self._split(k)
+                maxes.append(i)
+            return
+        maxes = self.maxes
+        k = bisect_left(maxes, i)
+        block = self.blocks[k]
+        insort(block, i, self.head if k == 0 else 0)
+        if len(block) > _BLOCK:
+            self._split(k)
 
     def _split(self, k: int) -> None:
         block = self.blocks[k]
@@ -249,17 +255,24 @@ class IdIndex:
     def remove(self, i: Any) -> None:
         block = self.blocks[0]
         head = self.head
-        if block[head] == i:
+        first = block[head]
+        if first is i or first == i:
             head += 1
             if head < len(block):
                 self.head = head
                 return
             self.head = 0
-            if len(self.blocks) == 1:
-                block.clear()
-            else:
+            maxes = self.maxes
+            if len(maxes) > 1:
                 del self.blocks[0]
-            del self.maxes[0]
+                del maxes[0]
+            else:  # now empty
+                if head == 1:
+                    block.pop()
+                else:
+                    block.clear()
+                maxes.pop()
+                self.top = -1
             return
         maxes = self.maxes
         k = bisect_left(maxes, i)
@@ -274,8 +287,12 @@ class IdIndex:
             else:
                 del self.blocks[k]
             del maxes[k]
+            if k == len(maxes):
+                self.top = maxes[-1] if maxes else -1
         elif i == maxes[k]:
             maxes[k] = block[-1]
+            if k == len(maxes) - 1:
+                self.top = block[-1]
 
     def after(self, after: int, limit: int) -> list[int]:
         """Up to ``limit`` ids above ``after``, ascending."""
@@ -303,18 +320,22 @@ class IdIndex:
         """Hold ``ids`` (ascending) at once: a replay's jobs."""
         if self.maxes:
             for i in ids:
-                self.add(i)
+                self.add(i, i)
             return
         self.blocks = []
+        self.head = 0
         for start in range(0, len(ids), _BLOCK):
             block = ids[start : start + _BLOCK]
             self.blocks.append(block)
             self.maxes.append(block[-1])
+        if ids:
+            self.top = ids[-1]
 
     def clear(self) -> None:
         self.blocks = []
         self.maxes = []
         self.head = 0
+        self.top = -1
 
 
 class WaitList:
@@ -1287,7 +1308,7 @@ class Engine:
         entry: Entry = (job.pri, job.id, job)
         job.entry = entry
         heapq.heappush(tube.ready, entry)
-        tube.ready_ids.add(entry[1])
+        tube.ready_ids.add(entry[1], job.id)
         tube.ready_count += 1
         self.ready_count += 1
         if job.pri < URGENT_THRESHOLD:
@@ -1322,7 +1343,7 @@ class Engine:
         entry: Entry = (deadline, job.id, job)
         job.entry = entry
         heapq.heappush(job.tube.delayed, entry)
-        job.tube.delayed_ids.add(entry[1])
+        job.tube.delayed_ids.add(entry[1], job.id)
         job.tube.delayed_count += 1
         self.delayed_count += 1
         self._push_timer(entry)
@@ -1333,7 +1354,7 @@ class Engine:
         job.entry = None
         key: Any = job.id
         job.tube.buried[key] = job
-        job.tube.buried_ids.add(key)
+        job.tube.buried_ids.add(key, job.id)
         self.buried_count += 1
 
     def _detach(self, job: Job) -> None:
@@ -1369,12 +1390,14 @@ class Engine:
         job.state = State.RESERVED
         job.reserver = s
         job.reserves += 1
-        key: Any = job.id
+        self._set_ttr_timer(job, now + job.ttr)
+        entry = job.entry
+        assert entry is not None
+        key = entry[1]  # (the id object of the TTR entry: one box for all three)
         s.reserved[key] = job
-        job.tube.reserved_ids.add(key)
+        job.tube.reserved_ids.add(key, job.id)
         job.tube.reserved_count += 1
         self.reserved_count += 1
-        self._set_ttr_timer(job, now + job.ttr)
         self.changes.append(job)
 
     def _set_ttr_timer(self, job: Job, deadline: float) -> None:
@@ -1386,7 +1409,8 @@ class Engine:
         self._push_timer(entry)
 
     def _unreserve(self, s: Session, job: Job) -> None:
-        key: Any = job.id
+        entry = job.entry  # (its TTR entry: the index finds its id object by identity)
+        key: Any = job.id if entry is None else entry[1]
         del s.reserved[key]
         job.tube.reserved_ids.remove(key)
         job.entry = None

@@ -434,6 +434,7 @@ class EngineMachine(RuleBasedStateMachine):
                     m.id for m in self.model.values() if m.tube == tube.name and m.state == state
                 )
                 assert index.ids() == want
+                assert index.top == (want[-1] if want else -1)
                 blocks = index.blocks if index.maxes else [b for b in index.blocks if b]
                 assert index.maxes == [block[-1] for block in blocks]
                 assert all(len(b) > (index.head if k == 0 else 0) for k, b in enumerate(blocks))
@@ -623,14 +624,14 @@ def test_id_index_against_a_sorted_set(
     index = IdIndex()
     held: set[int] = set()
     for i in range(1, first + 1):
-        index.add(i)
+        index.add(i, i)
         held.add(i)
     for i in sorted(held)[:front]:
         index.remove(i)
         held.discard(i)
     for adding, i in ops:
         if adding and i not in held:
-            index.add(i)
+            index.add(i, i)
             held.add(i)
         elif not adding and i in held:
             index.remove(i)
@@ -638,6 +639,7 @@ def test_id_index_against_a_sorted_set(
     assert index.ids() == sorted(held)
     for after, limit in pages:
         assert index.after(after, limit) == sorted(i for i in held if i > after)[:limit]
+    assert index.top == max(held, default=-1)
     if held:
         built = IdIndex()
         built.build(sorted(held))
