@@ -89,7 +89,16 @@ from typing import Final, NamedTuple
 
 from beanq import binlog_v7
 from beanq.dispatch import BinlogStats
-from beanq.tubes import Engine, Job, State, Tube, restored_job
+from beanq.tubes import (
+    OP_FLUSH,
+    Engine,
+    Job,
+    KeyedJob,
+    State,
+    Tube,
+    restored_job,
+    restored_keyed_job,
+)
 
 log = logging.getLogger("beanq")
 
@@ -103,7 +112,8 @@ REC_MAGIC: Final = b"bqR\x01"
 # reserves, timeouts, releases, buries, kicks, state, tube length, (pad)
 REC: Final = struct.Struct("<4sIIIQQddIIIIIIIBBH")
 REC_TAIL: Final = struct.Struct("<IIQQddIIIIIIIBBH")  # REC from `length` on: what the crc covers
-REC_BODY: Final = struct.Struct("<8xIIQQddIIIIIIIBB2x")  # REC without magic, crc and pad
+# REC without magic and crc; its last field (pad) is the key length of a beanq-put-unique job
+REC_BODY: Final = struct.Struct("<8xIIQQddIIIIIIIBBH")
 # REC_TAIL of a ready job with all counters at zero (a put, usually): the zeros are padding
 FRESH_TAIL: Final = struct.Struct("<IIQQ8xdII20xBB2x")
 REC_HEAD: Final = struct.Struct("<4sI")  # REC up to `length`: magic, crc
@@ -132,6 +142,9 @@ D_READY: Final = 1
 D_RESERVED: Final = 2
 D_BURIED: Final = 3
 D_DELAYED: Final = 4
+# A record of many deletions at once (beanq-flush): the header (id: the highest of them), then
+# the ids, ascending, as runs: varint(gap from the end of the previous run), varint(length)
+D_FLUSH: Final = 8
 
 _FROM_DISK: Final = (State.DELETED, State.READY, State.RESERVED, State.BURIED, State.DELAYED)
 
@@ -277,6 +290,9 @@ def _record(parts: list[bytes], job: Job, stamp: int, offset: float, full: bool 
     short one (its state only)."""
     if not full:
         rest = _tail(job, HS, stamp, offset, 0)
+    elif isinstance(job, KeyedJob):
+        parts.extend(_keyed_record(job, stamp, offset))
+        return
     else:
         tube = job.tube.name
         body = job.body
@@ -330,9 +346,103 @@ def _repeats(jobs: list[Job]) -> bool:
     return False
 
 
+def _keyed_record(job: KeyedJob, stamp: int, offset: float) -> list[bytes]:
+    """A full record of a job put with a key: the key's length in the last header field (0 in
+    other records) and the key between the tube's name and the body."""
+    tube = job.tube.name
+    key = job.key
+    state = job.state
+    rest = (
+        REC_TAIL.pack(
+            HS + len(tube) + len(key) + len(job.body),
+            job.pri,
+            job.id,
+            stamp,
+            job.deadline + offset if state is State.DELAYED else 0.0,
+            job.created + offset,
+            job.delay,
+            job.ttr,
+            job.reserves & U32,
+            job.timeouts & U32,
+            job.releases & U32,
+            job.buries & U32,
+            job.kicks & U32,
+            _disk_state(state),
+            len(tube),
+            len(key),
+        )
+        + tube
+        + key
+        + job.body
+    )
+    return [REC_HEAD.pack(REC_MAGIC, zlib.crc32(rest)), rest]
+
+
+def _payload(job: Job) -> int:
+    """Bytes of a job's full record beside the header and tube name: its body (and key)."""
+    if isinstance(job, KeyedJob):
+        return len(job.body) + len(job.key)
+    return len(job.body)
+
+
 def _full_size(job: Job) -> int:
-    """Bytes of a full record of ``job``: the header, its tube's name, its body."""
-    return HS + len(job.tube.name) + len(job.body)
+    """Bytes of a full record of ``job``: the header, its tube's name, its body (and key)."""
+    return HS + len(job.tube.name) + _payload(job)
+
+
+def _varint(out: bytearray, n: int) -> None:
+    while n > 0x7F:
+        out.append(0x80 | (n & 0x7F))
+        n >>= 7
+    out.append(n)
+
+
+def _encode_ids(ids: list[int]) -> bytes:
+    """Ascending ids as runs of consecutive ids (a flush of a tube filled by one producer is
+    a few bytes, however many jobs)."""
+    out = bytearray()
+    end = 0  # one past the previous run
+    i = 0
+    n = len(ids)
+    while i < n:
+        start = ids[i]
+        j = i + 1
+        while j < n and ids[j] == start + (j - i):
+            j += 1
+        _varint(out, start - end)
+        _varint(out, j - i)
+        end = start + (j - i)
+        i = j
+    return bytes(out)
+
+
+def _decode_ids(buf: bytes, p: int, stop: int) -> list[int]:
+    ids: list[int] = []
+    end = 0
+    while p < stop:
+        values = [0, 0]
+        for k in range(2):
+            shift = 0
+            n = 0
+            while True:
+                b = buf[p]
+                p += 1
+                n |= (b & 0x7F) << shift
+                shift += 7
+                if b < 0x80:
+                    break
+            values[k] = n
+        start = end + values[0]
+        end = start + values[1]
+        ids.extend(range(start, end))
+    return ids
+
+
+def _flush_record(ids: list[int], stamp: int) -> list[bytes]:
+    payload = _encode_ids(ids)
+    tail = TOMB_TAIL.pack(HS + len(payload), 0, ids[-1], stamp)
+    tail = tail[:-4] + bytes([D_FLUSH, 0, 0, 0]) + payload
+    return [REC_HEAD.pack(REC_MAGIC, zlib.crc32(tail)), tail]
 
 
 def _tombstone(parts: list[bytes], jid: int, stamp: int) -> None:
@@ -374,8 +484,10 @@ def _record_ok(buf: bytes, mv: memoryview, q: int, n: int) -> int:
     """The length of the intact record at ``q``, or 0."""
     if not buf.startswith(REC_MAGIC, q) or q + HS > n:
         return 0
-    _, crc, length, *_, state, tlen, _pad = REC.unpack_from(buf, q)
-    if length < HS or q + length > n or tlen > length - HS or state > D_DELAYED:
+    _, crc, length, *_, state, tlen, klen = REC.unpack_from(buf, q)
+    if length < HS or q + length > n or tlen + klen > length - HS:
+        return 0
+    if state > D_DELAYED and state != D_FLUSH:
         return 0
     if state == D_DELETED and length != HS:
         return 0
@@ -502,6 +614,7 @@ class _Replay:
         self.extra: dict[int, set[int]] = {}  # id -> other segments holding a full record
         self.order: dict[int, int] = {}  # id -> stamp of its last bury (buried jobs' order)
         self.tubes: dict[bytes, Tube] = {}
+        self.keyed: list[KeyedJob] = []  # jobs put with beanq-put-unique (some may be dead)
         self.max_id = 0
         self.max_stamp = 0
         self.live = 0
@@ -538,6 +651,13 @@ class _Replay:
                 break
             if stamp > max_stamp:
                 max_stamp = stamp
+            if state > D_DELAYED:  # (D_FLUSH: the records of extensions are rare)
+                self.live = live
+                self._flushed(seq, buf, s + HS, s + length)
+                live = self.live
+                max_id = max(max_id, jid)
+                s += length
+                continue
             if jid > max_id:
                 max_id = jid
                 old = None
@@ -560,12 +680,13 @@ class _Replay:
                             tube = tubes[name] = Tube(name)
                     deadline: float = rec[4]
                     created: float = rec[5]
+                    klen: int = rec[15]
                     job = jobs[key] = restored_job(
                         jid,
                         rec[1],
                         rec[6],
                         rec[7],
-                        buf[b + tlen : s + length],
+                        buf[b + tlen + klen : s + length],
                         tube,
                         _FROM_DISK[state],
                         created + offset,
@@ -576,6 +697,10 @@ class _Replay:
                         rec[11],
                         rec[12],
                     )
+                    if klen:
+                        key_bytes = buf[b + tlen : b + tlen + klen]
+                        job = jobs[key] = restored_keyed_job(job, key_bytes)
+                        self.keyed.append(job)
                     if state == D_BURIED:
                         order[key] = stamp
                     job.logged = both
@@ -602,6 +727,8 @@ class _Replay:
                     job.releases = rec[10]
                     job.buries = rec[11]
                     job.kicks = rec[12]
+                    if tlen and not buf.startswith(job.tube.name, s + HS, s + HS + tlen):
+                        self._moved(job, buf[s + HS : s + HS + tlen])
                     if tlen and seq != anchor:
                         self.extra.setdefault(jid, set()).add(anchor)
                         anchor = seq
@@ -610,6 +737,26 @@ class _Replay:
         self.max_id = max_id
         self.max_stamp = max_stamp
         self.live = live
+
+    def _flushed(self, seq: int, buf: bytes, start: int, end: int) -> None:
+        """A D_FLUSH record: a tombstone for each id it lists."""
+        jobs = self.jobs
+        dead = self.dead
+        for jid in _decode_ids(buf, start, end):
+            job = jobs.pop(jid, None)
+            if job is None:
+                prior = dead.get(jid)
+                dead[jid] = (seq, prior[1] if prior else 0)
+            else:
+                dead[jid] = (seq, job.logged >> 32)
+                self.live -= _full_size(job)
+
+    def _moved(self, job: Job, name: bytes) -> None:
+        """A full record put an existing job in another tube (beanq-move)."""
+        tube = self.tubes.get(name)
+        if tube is None:
+            tube = self.tubes[name] = Tube(name)
+        job.tube = tube
 
 
 # --- the binlog ------------------------------------------------------------------------------
@@ -698,6 +845,7 @@ class Binlog:
         # add up whatever the order.
         self._promised = 0
         self._pending: list[Job] = []  # changes not written yet (a failed write)
+        self._ops: list[tuple[int, int, list[Job]]] = []  # as Engine.ops, within _pending
         self._mark = 0  # highest id of a job put and deleted before it was written
         self._poisoned = False  # a failed write could not be cleared from the current segment
         self._trouble: dict[str, float] = {}  # problems going on -> when last logged
@@ -837,6 +985,8 @@ class Binlog:
             if jobs:
                 engine.restore(tube.name, jobs, now)
         engine.next_id = max(engine.next_id, ctx.max_id + 1)
+        if ctx.keyed:
+            engine.restore_keys(ctx.keyed)
         self._bury_order = {j.id: order[j.id] for j in buried}
 
     def _adopt(self, ctx: _Replay) -> None:
@@ -985,15 +1135,28 @@ class Binlog:
 
     # --- writing ---------------------------------------------------------------------------
 
-    def write(self, jobs: list[Job], now: float, wall: float) -> None:
-        """Append one record per changed job (its state now); then compact a little."""
+    def write(
+        self,
+        jobs: list[Job],
+        now: float,
+        wall: float,
+        ops: list[tuple[int, int, list[Job]]] | None = None,
+    ) -> None:
+        """Append one record per changed job (its state now), and the records of ``ops``
+        (``Engine.ops``: flushes and moves, each after the changes it says came before it);
+        then compact a little."""
         with self._lock:
+            if ops:
+                base = len(self._pending)
+                self._ops.extend([(base + at, kind, done) for at, kind, done in ops])
             if jobs:
                 self._pending.extend(jobs)
             before = self._appended
-            if self._pending:
+            if self._ops:
+                self._flush_ops(wall - now)
+            elif self._pending:
                 self._flush(wall - now)
-            if not self._pending:
+            if not self._pending and not self._ops:
                 self._compact(wall - now, COMPACT_MIN + 2 * (self._appended - before))
         if not self.fsync:
             self._close_rolled()
@@ -1021,7 +1184,89 @@ class Binlog:
     def stalled(self) -> bool:
         """Some changes could not be written yet (disk full or failing); ``sync`` does not
         cover them. They are retried on every ``write``."""
-        return bool(self._pending)
+        return bool(self._pending or self._ops)
+
+    # --- the extensions' records -----------------------------------------------------------
+
+    def _flush_ops(self, offset: float) -> None:
+        """Write the pending changes and the operations in the order they happened. An
+        operation waits behind changes that could not be written, and holds back the changes
+        after it: a move's records must follow its jobs' puts, and a flush's come after the
+        records of the jobs it deleted."""
+        while self._ops:
+            at, kind, jobs = self._ops[0]
+            rest = self._pending[at:]
+            self._pending = self._pending[:at]
+            if self._pending:
+                self._flush(offset)
+            held = len(self._pending)
+            done = not held and self._write_op(kind, jobs, offset)
+            if not done:
+                self._ops = [(a - at + held, k, j) for a, k, j in self._ops]
+                self._pending += rest
+                return
+            del self._ops[0]
+            self._ops = [(a - at, k, j) for a, k, j in self._ops]
+            self._pending = rest
+        if self._pending:
+            self._flush(offset)
+
+    def _write_op(self, kind: int, jobs: list[Job], offset: float) -> bool:
+        try:
+            if kind == OP_FLUSH:
+                return self._write_flush(jobs)
+            return self._write_move(jobs, offset)
+        except OSError as exc:
+            self._complain("write", "binlog: write failed, changes kept for retry: %s", exc)
+            return False
+
+    def _write_flush(self, jobs: list[Job]) -> bool:
+        """One record for every job of a flush: a tombstone each, in the room they owed."""
+        logged = [job for job in jobs if job.logged]  # (the others never reached the disk)
+        if not logged:
+            return True
+        logged.sort(key=lambda job: job.id)
+        parts = _flush_record([job.id for job in logged], self._stamp)
+        size = len(parts[0]) + len(parts[1])
+        batch = _Batch()
+        self._place(batch, size, owed=True, extra=0)
+        self._stamp += 1
+        batch.parts.extend(parts)
+        batch.size = FRAME.size + size
+        batch.effects.extend([(_TOMB, job.id, job, 0, 0) for job in logged])
+        batch.released = DEL * len(logged)
+        self._commit(batch)
+        self.records_written += 1 - len(logged)  # (one record, however many tombstones)
+        return True
+
+    def _write_move(self, jobs: list[Job], offset: float) -> bool:
+        """A full record of each moved job (its new tube, and its state now), as compaction
+        rewrites them; buried jobs get new stamps: the end of their new tube's buried queue.
+        Without room, what is left waits (``jobs`` keeps only that)."""
+        batch = _Batch()
+        migrated = self.records_migrated  # (moved, not migrated: put back after)
+        buried: list[tuple[int, int]] = []
+        try:
+            for i, job in enumerate(jobs):
+                if job.state is State.DELETED or not job.logged:
+                    continue  # (its tombstone, or its put, says all)
+                size = _full_size(job)
+                if not self._place(batch, size, owed=False, extra=0):
+                    self._commit(batch)
+                    self._bury_order.update(buried)
+                    jobs[:] = jobs[i:]
+                    return False
+                stamp = self._next_stamp()
+                parts: list[bytes] = []
+                _record(parts, job, stamp, offset)
+                batch.add(parts, (_REWRITE, job.id, job, stamp, size), 0)
+                if job.state is State.BURIED:
+                    buried.append((job.id, stamp))
+            self._commit(batch)
+            self._bury_order.update(buried)
+        finally:
+            self.records_migrated = migrated
+        return True
 
     def _flush(self, offset: float) -> None:
         """Write a record for each pending job (its state now), in one frame unless a
@@ -1061,7 +1306,7 @@ class Binlog:
                     owed = True
                     extra = 0
                 elif not job.logged:
-                    blen = len(job.body)
+                    blen = len(job.body) if not isinstance(job, KeyedJob) else _payload(job)
                     size = HS + len(job.tube.name) + blen
                     owed = self._promised > 0  # room that can_put promised
                     kind = _PUT_RESERVED if owed else _PUT
@@ -1135,7 +1380,7 @@ class Binlog:
         remember its id (the highest id handed out must reach the disk)."""
         if self._promised:
             self._promised -= 1
-            self._owed -= PUT_ROOM + len(job.body)
+            self._owed -= PUT_ROOM + _payload(job)
         self._mark = max(self._mark, job.id)
 
     def _add_mark(self, batch: _Batch, jid: int) -> None:
@@ -1567,8 +1812,11 @@ class Binlog:
                 _cut(fd, used)
                 os.close(fd)
             self._rolled = []
-            if self._pending:
-                log.error("binlog: %d changes could not be written before exit", len(self._pending))
+            if self._pending or self._ops:
+                log.error(
+                    "binlog: %d changes could not be written before exit",
+                    len(self._pending) + len(self._ops),
+                )
             os.close(self._lock_fd)
             with _LOCKED_GUARD:
                 _LOCKED.discard(self._lock_key)

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from beanq import protocol as p
 from beanq.config import DEFAULT_MAX_JOB_SIZE
-from beanq.tubes import STATE_NAMES, Engine, Job, Notice, Session
+from beanq.tubes import STATE_NAMES, Engine, Job, Notice, Session, State
 
 log = logging.getLogger("beanq")
 
@@ -46,6 +46,13 @@ NO_BINLOG = BinlogStats()
 
 
 _NOTICE_REPLY = {Notice.TIMED_OUT: p.TIMED_OUT, Notice.DEADLINE_SOON: p.DEADLINE_SOON}
+_STATES: dict[str, tuple[State, ...]] = {
+    "ready": (State.READY,),
+    "delayed": (State.DELAYED,),
+    "buried": (State.BURIED,),
+    "reserved": (State.RESERVED,),
+    "all": (State.READY, State.DELAYED, State.BURIED),
+}
 
 
 class Hub:
@@ -229,6 +236,7 @@ class Connection:
     """One client's conversation: bytes in, replies out, in order."""
 
     __slots__ = (
+        "_batch",
         "_pending",
         "_put_id",
         "_put_started",
@@ -254,6 +262,7 @@ class Connection:
         self.unsent = 0  # reply bytes produced since the server last sent everything
         self._put_started = False  # a PutStarted was handled; its put is still to come
         self._put_id: int | None = None  # the id beanstalkd would have given that put
+        self._batch = 0  # the waiting reserve is a beanq-reserve-batch of this many
 
     @property
     def held(self) -> int:
@@ -309,8 +318,14 @@ class Connection:
 
     def wake(self, notice: Job | Notice, now: float) -> None:
         self.blocked = False
+        batch, self._batch = self._batch, 0
         if isinstance(notice, Job):
-            self._reply_job(b"RESERVED", notice)
+            if batch:
+                jobs = [notice]
+                self.hub.engine.reserve_more(self.session, jobs, batch, now)
+                self._reply_batch(jobs)
+            else:
+                self._reply_job(b"RESERVED", notice)
         else:
             self._reply(_NOTICE_REPLY[notice])
         self._run_pending(now)
@@ -509,6 +524,64 @@ class Connection:
             job = engine.peek_buried(s)
         self._reply_found(job)
 
+    # --- extensions (beanq-*) --------------------------------------------------------------
+
+    def _put_unique(self, cmd: p.PutUnique, now: float) -> None:
+        hub = self.hub
+        job_id = self._take_put_id()  # (ids are used up as by put)
+        if hub.draining:
+            self._reply(p.DRAINING)
+            return
+        engine = hub.engine
+        held = engine.find_unique(self.session, cmd.key)
+        if held is not None:
+            self._reply(b"EXISTS %d\r\n" % held.id)
+            return
+        if (hub.max_jobs is not None and len(engine.jobs) >= hub.max_jobs) or not hub.can_put(
+            len(cmd.body) + len(cmd.key)
+        ):
+            self._reply(p.OUT_OF_MEMORY)
+            return
+        job = engine.put_unique(
+            self.session, cmd.key, cmd.pri, cmd.delay, cmd.ttr, cmd.body, now, job_id
+        )
+        self._reply(b"INSERTED %d\r\n" % job.id)
+
+    def _reserve_batch(self, cmd: p.ReserveBatch, now: float) -> None:
+        engine = self.hub.engine
+        engine.mark_worker(self.session)
+        result = engine.reserve(self.session, cmd.timeout, now)
+        if result is None:
+            self.blocked = True
+            self._batch = cmd.n
+        elif isinstance(result, Job):
+            jobs = [result]
+            engine.reserve_more(self.session, jobs, cmd.n, now)
+            self._reply_batch(jobs)
+        else:
+            self._reply(_NOTICE_REPLY[result])
+
+    def _reply_batch(self, jobs: list[Job]) -> None:
+        self._reply(b"RESERVED_BATCH %d\r\n" % len(jobs))
+        for job in jobs:
+            self._reply_job(b"RESERVED", job)
+
+    def _flush(self, cmd: p.Flush, now: float) -> None:
+        count = self.hub.engine.flush(cmd.tube, _STATES[cmd.state])
+        self._reply(b"FLUSHED %d\r\n" % count)
+
+    def _list_jobs(self, cmd: p.ListJobs, now: float) -> None:
+        ids = self.hub.engine.list_ids(cmd.tube, _STATES[cmd.state][0], cmd.after, cmd.limit)
+        self._reply(p.ok_reply(p.yaml_list([b"%d" % i for i in ids])))
+
+    def _move(self, cmd: p.Move, now: float) -> None:
+        engine = self.hub.engine
+        count = engine.move(cmd.src, cmd.dst, _STATES[cmd.state][0], cmd.limit, now)
+        self._reply(b"MOVED %d\r\n" % count)
+
+    def _capabilities(self, cmd: p.Capabilities, now: float) -> None:
+        self._reply(p.ok_reply(p.yaml_list(p.CAPABILITIES)))
+
     def _invalid(self, event: p.Invalid, now: float) -> None:
         if event.counted == "put" and self._put_started:
             self._put_started = False  # counted by PutStarted already
@@ -532,4 +605,10 @@ _HANDLERS: dict[type, Callable[[Connection, p.Event, float], None]] = {
     p.PauseTube: Connection._pause_tube,  # type: ignore[dict-item]
     p.Simple: Connection._simple,  # type: ignore[dict-item]
     p.Invalid: Connection._invalid,  # type: ignore[dict-item]
+    p.PutUnique: Connection._put_unique,  # type: ignore[dict-item]
+    p.ReserveBatch: Connection._reserve_batch,  # type: ignore[dict-item]
+    p.Flush: Connection._flush,  # type: ignore[dict-item]
+    p.ListJobs: Connection._list_jobs,  # type: ignore[dict-item]
+    p.Move: Connection._move,  # type: ignore[dict-item]
+    p.Capabilities: Connection._capabilities,  # type: ignore[dict-item]
 }

@@ -101,6 +101,18 @@ class Put(_Record):
         self.body = body
 
 
+class PutUnique(Put):
+    """``beanq-put-unique``: a put that is refused (EXISTS) while a job put with the same key
+    in the used tube lives."""
+
+    _fields = ("body", "delay", "key", "pri", "ttr")  # type: ignore[assignment]
+    __slots__ = ("key",)
+
+    def __init__(self, key: bytes, pri: int, delay: int, ttr: int, body: bytes) -> None:
+        super().__init__(pri, delay, ttr, body)
+        self.key = key
+
+
 class Reserve(_Record):
     _fields = ("timeout",)
     __slots__ = _fields
@@ -178,6 +190,60 @@ class Simple(_Record):
         self.name = name
 
 
+class Flush(_Record):
+    """``beanq-flush``: ``states`` is "ready", "delayed", "buried" or "all"."""
+
+    _fields = ("state", "tube")
+    __slots__ = _fields
+
+    def __init__(self, tube: bytes, state: str) -> None:
+        self.tube = tube
+        self.state = state
+
+
+class ListJobs(_Record):
+    """``beanq-list``: a page of ids in one state of one tube."""
+
+    _fields = ("after", "limit", "state", "tube")
+    __slots__ = _fields
+
+    def __init__(self, tube: bytes, state: str, after: int, limit: int) -> None:
+        self.tube = tube
+        self.state = state
+        self.after = after
+        self.limit = limit
+
+
+class Move(_Record):
+    """``beanq-move``."""
+
+    _fields = ("limit", "src", "state", "dst")
+    __slots__ = _fields
+
+    def __init__(self, src: bytes, dst: bytes, state: str, limit: int) -> None:
+        self.src = src
+        self.dst = dst
+        self.state = state
+        self.limit = limit
+
+
+class ReserveBatch(_Record):
+    """``beanq-reserve-batch``."""
+
+    _fields = ("n", "timeout")
+    __slots__ = _fields
+
+    def __init__(self, n: int, timeout: int) -> None:
+        self.n = n
+        self.timeout = timeout
+
+
+class Capabilities(_Record):
+    """``beanq-capabilities``."""
+
+    __slots__ = ()
+
+
 class PutStarted(_Record):
     """A put line was read and its body has not all arrived. beanstalkd counts the put and
     makes the job (using up an id) at this point, so the dispatcher does the same; a put whose
@@ -206,7 +272,22 @@ class Invalid(_Record):
         self.producer = producer
 
 
-Command = Put | Reserve | JobCommand | Release | Bury | Kick | TubeCommand | PauseTube | Simple
+Command = (
+    Put
+    | Reserve
+    | JobCommand
+    | Release
+    | Bury
+    | Kick
+    | TubeCommand
+    | PauseTube
+    | Simple
+    | Flush
+    | ListJobs
+    | Move
+    | ReserveBatch
+    | Capabilities
+)
 Event = Command | PutStarted | Invalid
 
 _JOB_COMMANDS: Final = frozenset(
@@ -227,6 +308,25 @@ _SIMPLE: Final = {
     )
 }
 _RESERVE: Final = Reserve(None)
+_CAPABILITIES: Final = Capabilities()
+# The extensions: names namespaced so that no stock client sends one by accident.
+CAPABILITIES: Final = [b"flush", b"list", b"move", b"reserve-batch", b"put-unique"]
+FLUSH_STATES: Final = frozenset(["ready", "delayed", "buried", "all"])
+LIST_STATES: Final = frozenset(["ready", "delayed", "buried", "reserved"])
+MOVE_STATES: Final = frozenset(["ready", "delayed", "buried"])
+MAX_LIST: Final = 1000  # ids in a page of beanq-list
+MAX_BATCH: Final = 1000  # jobs in a beanq-reserve-batch
+MAX_KEY: Final = 150  # bytes in a beanq-put-unique key (the line stays within MAX_LINE)
+_EXTENSIONS: Final = frozenset(
+    [
+        b"beanq-flush",
+        b"beanq-list",
+        b"beanq-move",
+        b"beanq-reserve-batch",
+        b"beanq-put-unique",
+        b"beanq-capabilities",
+    ]
+)
 # Names that beanstalkd 1.12 matches by prefix and then rejects for trailing junk; beanq gives
 # the same BAD_FORMAT for them. Order matters only in that all of them lead to BAD_FORMAT.
 _BAD_FORMAT_PREFIXES: Final = (
@@ -400,9 +500,10 @@ class CommandReader:
                 pos = stop + 2
                 continue
             event = self._line_event(data[pos:eol])
-            assert event is not None  # only a put line leaves a body to read
-            events.append(event)
             pos = eol + 2
+            if event is None:  # beanq-put-unique: its body is read the buffered way
+                return pos
+            events.append(event)
         return pos
 
     def _start_big_body(
@@ -538,6 +639,10 @@ class CommandReader:
                 return _RESERVE
             if word == b"pause-tube":
                 return Invalid(BAD_FORMAT)
+            if word == b"beanq-capabilities":
+                return _CAPABILITIES
+            if word in _EXTENSIONS:
+                return Invalid(BAD_FORMAT)
             if word.startswith(_BAD_FORMAT_PREFIXES):
                 return Invalid(BAD_FORMAT)
             return Invalid(UNKNOWN_COMMAND)
@@ -584,9 +689,64 @@ class CommandReader:
             return PauseTube(name, int(m[2]))
         if word == b"quit":
             return _SIMPLE[b"quit"]  # "quit " and "quit now" leave too, as in beanstalkd
+        if word in _EXTENSIONS:
+            return self._parse_extension(word, rest[1:].split(b" "))
         if word in _SIMPLE or word.startswith(_BAD_FORMAT_PREFIXES):
             return Invalid(BAD_FORMAT)  # e.g. "stats x", "reserve 5"
         return Invalid(UNKNOWN_COMMAND)
+
+    def _parse_extension(self, word: bytes, args: list[bytes]) -> Event | None:
+        """The beanq-* commands: arguments separated by single spaces, names and numbers as
+        in the standard commands."""
+        n = len(args)
+        if word == b"beanq-put-unique" and n == 5:
+            key = args[0]
+            pri = _plain_number(args[1])
+            delay = _plain_number(args[2])
+            ttr = _plain_number(args[3])
+            size = _plain_number(args[4])
+            if (
+                not (0 < len(key) <= MAX_KEY and NAME_CHARS.issuperset(key))
+                or min(pri, delay, ttr, size) < 0
+            ):
+                return Invalid(BAD_FORMAT)
+            event = self._start_put(pri, delay, ttr, size, b"")
+            if event is None and self._state == _Need.BODY:
+                self._pending_put = PutUnique(key, pri, delay, ttr, b"")
+            return event
+        if word == b"beanq-reserve-batch" and n == 2:
+            count, timeout = _plain_number(args[0]), _plain_number(args[1])
+            if not (1 <= count <= MAX_BATCH and 0 <= timeout <= INT_MAX):
+                return Invalid(BAD_FORMAT)
+            return ReserveBatch(count, timeout)
+        if word == b"beanq-flush" and n == 2:
+            state = args[1].decode("latin-1")
+            if not valid_tube_name(args[0]) or state not in FLUSH_STATES:
+                return Invalid(BAD_FORMAT)
+            return Flush(args[0], state)
+        if word == b"beanq-list" and n == 4:
+            state = args[1].decode("latin-1")
+            after, limit = _plain_number(args[2]), _plain_number(args[3])
+            if (
+                not valid_tube_name(args[0])
+                or state not in LIST_STATES
+                or not 0 <= after <= U64_MAX
+                or not 1 <= limit <= MAX_LIST
+            ):
+                return Invalid(BAD_FORMAT)
+            return ListJobs(args[0], state, after, limit)
+        if word == b"beanq-move" and n == 4:
+            state = args[2].decode("latin-1")
+            limit = _plain_number(args[3])
+            if (
+                not valid_tube_name(args[0])
+                or not valid_tube_name(args[1])
+                or state not in MOVE_STATES
+                or not 0 <= limit <= U32_MAX
+            ):
+                return Invalid(BAD_FORMAT)
+            return Move(args[0], args[1], state, limit)
+        return Invalid(BAD_FORMAT)
 
     def _fast_put(self, line: bytes) -> Event | None:
         """``put`` with single spaces and four plain numbers; anything else goes the long way."""
@@ -757,6 +917,54 @@ def encode_simple(name: str) -> bytes:
     if name.encode() not in _SIMPLE:
         raise ValueError(f"{name!r} is not a command without arguments")
     return name.encode() + CRLF
+
+
+def encode_put_unique(key: str | bytes, body: bytes, pri: int, delay: int, ttr: int) -> bytes:
+    k = key.encode("ascii") if isinstance(key, str) else key
+    if not (0 < len(k) <= MAX_KEY and NAME_CHARS.issuperset(k)):
+        raise ValueError(f"invalid unique key {key!r}")
+    _check_u32(pri, "priority")
+    _check_u32(delay, "delay")
+    _check_u32(ttr, "ttr")
+    return b"beanq-put-unique %b %d %d %d %d\r\n%b\r\n" % (k, pri, delay, ttr, len(body), body)
+
+
+def encode_flush(tube: str | bytes, state: str) -> bytes:
+    if state not in FLUSH_STATES:
+        raise ValueError(f"cannot flush state {state!r}")
+    return b"beanq-flush %b %b\r\n" % (_check_tube(tube), state.encode())
+
+
+def encode_list(tube: str | bytes, state: str, after: int, limit: int) -> bytes:
+    if state not in LIST_STATES:
+        raise ValueError(f"cannot list state {state!r}")
+    if not 0 <= after <= U64_MAX:
+        raise ValueError("after-id out of range")
+    if not 1 <= limit <= MAX_LIST:
+        raise ValueError(f"limit must be between 1 and {MAX_LIST}")
+    return b"beanq-list %b %b %d %d\r\n" % (_check_tube(tube), state.encode(), after, limit)
+
+
+def encode_move(src: str | bytes, dst: str | bytes, state: str, limit: int) -> bytes:
+    if state not in MOVE_STATES:
+        raise ValueError(f"cannot move state {state!r}")
+    return b"beanq-move %b %b %b %d\r\n" % (
+        _check_tube(src),
+        _check_tube(dst),
+        state.encode(),
+        _check_u32(limit, "limit"),
+    )
+
+
+def encode_reserve_batch(n: int, timeout: int) -> bytes:
+    if not 1 <= n <= MAX_BATCH:
+        raise ValueError(f"batch size must be between 1 and {MAX_BATCH}")
+    if not 0 <= timeout <= INT_MAX:
+        raise ValueError(f"timeout must be between 0 and {INT_MAX}")
+    return b"beanq-reserve-batch %d %d\r\n" % (n, timeout)
+
+
+ENCODED_CAPABILITIES: Final = b"beanq-capabilities\r\n"
 
 
 # --- YAML bodies of stats and list replies ------------------------------------------------------

@@ -75,7 +75,13 @@ FD_RESERVE = 32
 class Journal(Protocol):
     """What the loop needs from the binlog (``beanq.binlog.Binlog``)."""
 
-    def write(self, jobs: list[Job], now: float, wall: float) -> None: ...
+    def write(
+        self,
+        jobs: list[Job],
+        now: float,
+        wall: float,
+        ops: list[tuple[int, int, list[Job]]] | None = None,
+    ) -> None: ...
 
     @property
     def unsynced(self) -> bool: ...
@@ -522,15 +528,19 @@ class EpollLoop:
         self._send(client, data[sent:])
 
     def _journal_changes(self, now: float) -> bool:
-        changes = self.hub.engine.changes
-        if not changes:
+        engine = self.hub.engine
+        changes = engine.changes
+        if not changes and not engine.ops:
             return False
+        ops = engine.ops
+        if ops:
+            engine.ops = []
         if self.journal is None:
             changes.clear()
             return False
         batch = changes[:]
         changes.clear()
-        self.journal.write(batch, now, time.time())
+        self.journal.write(batch, now, time.time(), ops)
         self.written_seq += 1
         return True
 

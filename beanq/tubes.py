@@ -35,11 +35,15 @@ import collections
 import enum
 import heapq
 import itertools
+from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, Final
 
 URGENT_THRESHOLD: Final = 1024
+# What Engine.ops records (the binlog writes one record for a flush, full records for a move)
+OP_FLUSH: Final = 1
+OP_MOVE: Final = 2
 SAFETY_MARGIN: Final = 1.0  # seconds before a TTR deadline when a waiting worker is warned
 DEFAULT_TUBE: Final = b"default"
 
@@ -155,6 +159,185 @@ def restored_job(
     return job
 
 
+def restored_keyed_job(job: Job, key: bytes) -> KeyedJob:
+    """``job`` as a job put with ``beanq-put-unique`` (the binlog read its key back)."""
+    keyed = KeyedJob(job.id, job.pri, job.delay, job.ttr, job.body, job.tube, job.created, key)
+    keyed.state = job.state
+    keyed.deadline = job.deadline
+    keyed.reserves = job.reserves
+    keyed.timeouts = job.timeouts
+    keyed.releases = job.releases
+    keyed.buries = job.buries
+    keyed.kicks = job.kicks
+    keyed.logged = job.logged
+    return keyed
+
+
+class KeyedJob(Job):
+    """A job put with ``beanq-put-unique``: its key is held (in its tube) while it lives. A
+    subclass, so that the jobs of plain puts do not carry the slot."""
+
+    __slots__ = ("key",)
+
+    def __init__(
+        self,
+        id: int,
+        pri: int,
+        delay: int,
+        ttr: int,
+        body: bytes,
+        tube: Tube,
+        now: float,
+        key: bytes,
+    ) -> None:
+        super().__init__(id, pri, delay, ttr, body, tube, now)
+        self.key = key
+
+
+_BLOCK: Final = 512
+
+
+class IdIndex:
+    """The ids of one tube's jobs in one state, ascending, for ``beanq-list``: sorted blocks of
+    at most ``_BLOCK`` ids and the last id of each, so that a page after any id costs two
+    bisections and the ids it returns. Every transition of every job updates one or two of
+    them, so the common cases are short paths: ids mostly arrive ascending (puts: an append,
+    decided on a native copy of the highest id, ``top``) and leave from the front (reserves
+    and deletes in id order: the first block's live part starts at ``head``, one step
+    further, found by identity when the caller passes the object it added). Items are the id
+    objects that the heap entries and tables already hold, so the index adds no objects."""
+
+    __slots__ = ("blocks", "head", "maxes", "top")
+
+    def __init__(self) -> None:
+        self.blocks: list[list[Any]] = []
+        self.maxes: list[Any] = []
+        self.head = 0  # blocks[0][:head] have left
+        self.top = -1  # the highest id held, -1 when empty
+
+    def add(self, i: Any, n: int) -> None:
+        """Hold id ``i`` (an object), whose value is ``n``."""
+        if n > self.top:
+            self.top = n
+            maxes = self.maxes
+            if maxes:
+                block = self.blocks[-1]
+                block.append(i)
+                maxes[-1] = i
+                if len(block) > _BLOCK:
+                    self._split(len(maxes) - 1)
+            elif self.blocks:  # (the emptied block is kept: a tube whose few reserved jobs
+                self.blocks[0].append(i)  # come and go allocates nothing)
+                maxes.append(i)
+            else:
+                self.blocks.append([i])
+                maxes.append(i)
+            return
+        maxes = self.maxes
+        k = bisect_left(maxes, i)
+        block = self.blocks[k]
+        insort(block, i, self.head if k == 0 else 0)
+        if len(block) > _BLOCK:
+            self._split(k)
+
+    def _split(self, k: int) -> None:
+        block = self.blocks[k]
+        if k == 0 and self.head:
+            del block[: self.head]
+            self.head = 0
+            if len(block) <= _BLOCK:
+                return
+        half = len(block) >> 1
+        self.blocks.insert(k + 1, block[half:])
+        del block[half:]
+        self.maxes.insert(k, block[-1])
+
+    def remove(self, i: Any) -> None:
+        block = self.blocks[0]
+        head = self.head
+        first = block[head]
+        if first is i or first == i:
+            head += 1
+            if head < len(block):
+                self.head = head
+                return
+            self.head = 0
+            maxes = self.maxes
+            if len(maxes) > 1:
+                del self.blocks[0]
+                del maxes[0]
+            else:  # now empty
+                if head == 1:
+                    block.pop()
+                else:
+                    block.clear()
+                maxes.pop()
+                self.top = -1
+            return
+        maxes = self.maxes
+        k = bisect_left(maxes, i)
+        block = self.blocks[k]
+        lo = head if k == 0 else 0
+        del block[bisect_left(block, i, lo)]
+        if len(block) == lo:
+            if k == 0:
+                self.head = 0
+            if len(self.blocks) == 1:
+                block.clear()
+            else:
+                del self.blocks[k]
+            del maxes[k]
+            if k == len(maxes):
+                self.top = maxes[-1] if maxes else -1
+        elif i == maxes[k]:
+            maxes[k] = block[-1]
+            if k == len(maxes) - 1:
+                self.top = block[-1]
+
+    def after(self, after: int, limit: int) -> list[int]:
+        """Up to ``limit`` ids above ``after``, ascending."""
+        out: list[int] = []
+        blocks = self.blocks
+        k = bisect_right(self.maxes, after)
+        if k < len(self.maxes):
+            block = blocks[k]
+            j = bisect_right(block, after, self.head if k == 0 else 0)
+            out.extend(block[j : j + limit])
+            k += 1
+            while len(out) < limit and k < len(self.maxes):
+                out.extend(blocks[k][: limit - len(out)])
+                k += 1
+        return out
+
+    def ids(self) -> list[int]:
+        """Every id held, ascending (for tests)."""
+        out: list[int] = []
+        for k, block in enumerate(self.blocks):
+            out.extend(block[self.head :] if k == 0 else block)
+        return out
+
+    def build(self, ids: list[Any]) -> None:
+        """Hold ``ids`` (ascending) at once: a replay's jobs."""
+        if self.maxes:
+            for i in ids:
+                self.add(i, i)
+            return
+        self.blocks = []
+        self.head = 0
+        for start in range(0, len(ids), _BLOCK):
+            block = ids[start : start + _BLOCK]
+            self.blocks.append(block)
+            self.maxes.append(block[-1])
+        if ids:
+            self.top = ids[-1]
+
+    def clear(self) -> None:
+        self.blocks = []
+        self.maxes = []
+        self.head = 0
+        self.top = -1
+
+
 class WaitList:
     """The sessions blocked in ``reserve`` on one tube.
 
@@ -194,8 +377,10 @@ class WaitList:
 class Tube:
     __slots__ = (
         "buried",
+        "buried_ids",
         "delayed",
         "delayed_count",
+        "delayed_ids",
         "delete_count",
         "entry",
         "name",
@@ -205,8 +390,10 @@ class Tube:
         "pos",
         "ready",
         "ready_count",
+        "ready_ids",
         "refs",
         "reserved_count",
+        "reserved_ids",
         "stale",
         "total_jobs",
         "urgent_count",
@@ -236,6 +423,11 @@ class Tube:
         self.using = 0
         self.watching = 0
         self.refs = 0  # sessions using or watching it, plus jobs in it
+        # the ids of its jobs in each state, ascending (beanq-list)
+        self.ready_ids = IdIndex()
+        self.delayed_ids = IdIndex()
+        self.buried_ids = IdIndex()
+        self.reserved_ids = IdIndex()
 
     def __repr__(self) -> str:
         return f"<Tube {self.name!r}>"
@@ -289,6 +481,10 @@ class Engine:
         self._hot: dict[Tube, None] = {}  # tubes with waiting sessions and ready jobs
         self.notices: list[tuple[Session, Job | Notice]] = []
         self.changes: list[Job] = []
+        # Changes the binlog records otherwise than by a record per job in ``changes``:
+        # (how many of ``changes`` came before, OP_FLUSH or OP_MOVE, the jobs concerned)
+        self.ops: list[tuple[int, int, list[Job]]] = []
+        self.unique: dict[tuple[bytes, bytes], KeyedJob] = {}  # (tube, key) -> live job
         self._session_ids = itertools.count(1)
         # counters reported by `stats`
         self.ready_count = 0
@@ -499,6 +695,8 @@ class Engine:
         ready = tube.ready
         buried = tube.buried
         timed: list[Entry] = []
+        ready_ids: list[Any] = []
+        buried_ids: list[Any] = []
         in_order = not ready
         last_pri = -1
         last_id = -1
@@ -517,6 +715,7 @@ class Engine:
             if state is State.BURIED:
                 job.entry = None
                 buried[jid] = job
+                buried_ids.append(key)
             elif state is State.DELAYED and job.deadline > now:
                 timer: Entry = (job.deadline, key, job)
                 job.entry = timer
@@ -534,6 +733,7 @@ class Engine:
                 entry: Entry = (pri_box, key, job)
                 job.entry = entry
                 ready.append(entry)
+                ready_ids.append(key)
                 ready_count += 1
                 if pri < URGENT_THRESHOLD:
                     urgent += 1
@@ -541,7 +741,13 @@ class Engine:
                 last_id = jid
         if not in_order:
             heapq.heapify(ready)
+        # (the ids mostly come ascending already, and then sorting is one pass)
+        ready_ids.sort()
+        tube.ready_ids.build(ready_ids)
+        buried_ids.sort()
+        tube.buried_ids.build(buried_ids)
         if timed:
+            tube.delayed_ids.build(sorted([e[1] for e in timed]))
             tube.delayed.extend(timed)
             heapq.heapify(tube.delayed)
             self.timers.extend(timed)
@@ -569,12 +775,7 @@ class Engine:
         """A job at once, DEADLINE_SOON, TIMED_OUT (timeout 0), or None: ``s`` now waits."""
         if self._deadline_soon(s, now) and not any(t.ready_count for t in s.watch):
             return Notice.DEADLINE_SOON
-        best: Job | None = None
-        for tube in s.watch:
-            if tube.ready_count and tube.paused_until is None:
-                top = self._ready_top(tube)
-                if best is None or (top.pri, top.id) < (best.pri, best.id):
-                    best = top
+        best = self._best_ready(s)
         if best is not None:
             self._take_ready(best)
             self._reserve(s, best, now)
@@ -589,6 +790,16 @@ class Engine:
         s.timeout_at = None if timeout is None else now + timeout
         self._schedule_session(s)
         return None
+
+    def _best_ready(self, s: Session) -> Job | None:
+        """The job a reserve by ``s`` gets now, if any."""
+        best: Job | None = None
+        for tube in s.watch:
+            if tube.ready_count and tube.paused_until is None:
+                top = self._ready_top(tube)
+                if best is None or (top.pri, top.id) < (best.pri, best.id):
+                    best = top
+        return best
 
     def reserve_job(self, s: Session, job_id: int, now: float) -> Job | None:
         job = self.jobs.get(job_id)
@@ -612,6 +823,8 @@ class Engine:
         tube.delete_count += 1
         job.state = State.DELETED
         del self.jobs[job_id]
+        if self.unique and isinstance(job, KeyedJob):
+            self._forget_key(job)
         self.body_bytes -= len(job.body)
         self.changes.append(job)
         self._unref(tube)
@@ -685,6 +898,223 @@ class Engine:
         self._make_ready(job)
         self.changes.append(job)
 
+    # --- extensions (beanq-*) --------------------------------------------------------------
+
+    def reserve_more(self, s: Session, jobs: list[Job], n: int, now: float) -> None:
+        """Reserve for ``s`` what single reserves would give next, until ``jobs`` holds ``n``
+        or nothing is ready (``beanq-reserve-batch``, after its first job)."""
+        while len(jobs) < n:
+            best = self._best_ready(s)
+            if best is None:
+                return
+            self._take_ready(best)
+            self._reserve(s, best, now)
+            jobs.append(best)
+
+    def list_ids(self, name: bytes, state: State, after: int, limit: int) -> list[int]:
+        """Ids of tube ``name``'s jobs in ``state`` above ``after``, ascending, at most
+        ``limit``; changes nothing."""
+        tube = self.tubes.get(name)
+        if tube is None:
+            return []
+        if state == State.READY:
+            index = tube.ready_ids
+        elif state == State.DELAYED:
+            index = tube.delayed_ids
+        elif state == State.BURIED:
+            index = tube.buried_ids
+        else:
+            index = tube.reserved_ids
+        return index.after(after, limit)
+
+    def find_unique(self, s: Session, key: bytes) -> Job | None:
+        """The live job put with ``key`` in the tube ``s`` uses, if any."""
+        return self.unique.get((s.use.name, key)) if self.unique else None
+
+    def put_unique(
+        self,
+        s: Session,
+        key: bytes,
+        pri: int,
+        delay: int,
+        ttr: int,
+        body: bytes,
+        now: float,
+        job_id: int | None = None,
+    ) -> Job:
+        """``put``, holding ``key`` in the used tube until the job is deleted (the caller
+        checked ``find_unique``)."""
+        tube = s.use
+        if job_id is None:
+            job_id = self.allocate_id()
+        job = KeyedJob(job_id, pri, delay, max(ttr, 1), body, tube, now, key)
+        self.unique[(tube.name, key)] = job
+        self.jobs[job.id] = job
+        tube.refs += 1
+        tube.total_jobs += 1
+        self.total_jobs += 1
+        self.body_bytes += len(body)
+        self._raise_peaks()
+        if delay:
+            self._make_delayed(job, now + delay)
+        else:
+            self._make_ready(job)
+        self.changes.append(job)
+        if self._hot:
+            self._process_queue(now)
+        return job
+
+    def _forget_key(self, job: KeyedJob) -> None:
+        k = (job.tube.name, job.key)
+        if self.unique.get(k) is job:
+            del self.unique[k]
+
+    def restore_keys(self, jobs: list[KeyedJob]) -> None:
+        """Hold the keys of replayed jobs put with ``beanq-put-unique`` (those still live)."""
+        for job in jobs:
+            if self.jobs.get(job.id) is job:
+                self.unique[(job.tube.name, job.key)] = job
+
+    def flush(self, name: bytes, states: tuple[State, ...]) -> int:
+        """Delete every job of tube ``name`` in ``states`` (ready, delayed, buried; never
+        reserved) at once, in O(jobs deleted): the tube's structures are dropped whole rather
+        than job by job. The binlog records them all in one record (``ops``)."""
+        tube = self.tubes.get(name)
+        if tube is None:
+            return 0
+        gone: list[Job] = []
+        if State.READY in states and tube.ready_count:
+            for entry in tube.ready:
+                job = entry[2]
+                if job.entry is entry:
+                    gone.append(job)
+            tube.stale -= len(tube.ready) - tube.ready_count
+            tube.ready = []
+            tube.ready_ids.clear()
+            self.ready_count -= tube.ready_count
+            self.urgent_count -= tube.urgent_count
+            tube.ready_count = tube.urgent_count = 0
+            self._hot.pop(tube, None)
+        if State.DELAYED in states and tube.delayed_count:
+            for entry in tube.delayed:
+                job = entry[2]
+                if job.entry is entry:
+                    gone.append(job)
+            tube.stale -= len(tube.delayed) - tube.delayed_count
+            tube.delayed = []
+            tube.delayed_ids.clear()
+            self.delayed_count -= tube.delayed_count
+            tube.delayed_count = 0
+        if State.BURIED in states and tube.buried:
+            gone.extend(tube.buried.values())
+            self.buried_count -= len(tube.buried)
+            tube.buried = OrderedDict()
+            tube.buried_ids.clear()
+        if not gone:
+            return 0
+        jobs = self.jobs
+        keyed = bool(self.unique)
+        size = 0
+        for job in gone:
+            job.state = State.DELETED
+            job.entry = None
+            del jobs[job.id]
+            size += len(job.body)
+            if keyed and isinstance(job, KeyedJob):
+                self._forget_key(job)
+        self.body_bytes -= size
+        self.ops.append((len(self.changes), OP_FLUSH, gone))
+        tube.refs -= len(gone) - 1
+        self._unref(tube)
+        self._compact_timers()  # (the delayed jobs' timer entries are stale now)
+        return len(gone)
+
+    def move(self, src: bytes, dst: bytes, state: State, limit: int, now: float) -> int:
+        """Move up to ``limit`` jobs in ``state`` (ready, delayed, buried) from tube ``src`` to
+        tube ``dst``, in the order the state hands them out (ready: priority and id; delayed:
+        deadline; buried: bury order). Each keeps its id, priority, TTR, delay deadline,
+        counters and state; a job whose key is held in ``dst`` stays. Waiting reserves on
+        ``dst`` get moved ready jobs as they would a put."""
+        tube = self.tubes.get(src)
+        if tube is None or src == dst or limit <= 0:
+            return 0
+        target = self._tube(dst)
+        target.refs += 1  # (held while jobs move, so that an empty target is freed after)
+        moved: list[Job] = []
+        stay: list[Job] = []
+        unique = self.unique
+        buried: list[Job] = []
+        if state == State.BURIED:  # (picked in place: a job that stays keeps its turn)
+            for job in tube.buried.values():
+                if len(buried) == limit:
+                    break
+                if not (unique and isinstance(job, KeyedJob) and (dst, job.key) in unique):
+                    buried.append(job)
+            buried.reverse()
+        while len(moved) < limit:
+            if state == State.BURIED:
+                if not buried:
+                    break
+                job = buried.pop()
+                self._detach(job)
+            else:
+                taken = self._take_next(tube, state)
+                if taken is None:
+                    break
+                job = taken
+                if unique and isinstance(job, KeyedJob) and (dst, job.key) in unique:
+                    stay.append(job)
+                    continue
+            if unique and isinstance(job, KeyedJob):
+                self._forget_key(job)
+                unique[(dst, job.key)] = job
+            job.tube = target
+            moved.append(job)
+            self._place_again(job, state)
+        for job in stay:  # (back where they were, in the same order)
+            self._place_again(job, state)
+        if moved:
+            self.ops.append((len(self.changes), OP_MOVE, moved))
+            target.refs += len(moved)
+            tube.refs -= len(moved) - 1
+            self._unref(tube)
+        self._unref(target)
+        self._process_queue(now)
+        return len(moved)
+
+    def _take_next(self, tube: Tube, state: State) -> Job | None:
+        """Take the next ready or delayed job a move takes out of ``tube`` (its counters
+        drop)."""
+        if state == State.READY:
+            if not tube.ready_count:
+                return None
+            top = self._ready_top(tube)
+            self._take_ready(top)
+            return top
+        job = self.peek_delayed_in(tube)
+        if job is not None:
+            self._detach(job)
+        return job
+
+    def _place_again(self, job: Job, state: State) -> None:
+        """Put a job taken by ``_take_next`` into its tube (maybe another one) in ``state``."""
+        if state == State.READY:
+            self._make_ready(job)
+        elif state == State.DELAYED:
+            self._make_delayed(job, job.deadline)
+        else:
+            self._make_buried(job)
+
+    def peek_delayed_in(self, tube: Tube) -> Job | None:
+        while tube.delayed:
+            entry = tube.delayed[0]
+            job: Job = entry[2]
+            if job.entry is entry:
+                return job
+            heapq.heappop(tube.delayed)
+            tube.stale -= 1
+        return None
+
     # --- looking -------------------------------------------------------------------------
 
     def peek(self, job_id: int) -> Job | None:
@@ -694,15 +1124,7 @@ class Engine:
         return self._ready_top(s.use) if s.use.ready_count else None
 
     def peek_delayed(self, s: Session) -> Job | None:
-        tube = s.use
-        while tube.delayed:
-            entry = tube.delayed[0]
-            job: Job = entry[2]
-            if job.entry is entry:
-                return job
-            heapq.heappop(tube.delayed)
-            tube.stale -= 1
-        return None
+        return self.peek_delayed_in(s.use)
 
     def peek_buried(self, s: Session) -> Job | None:
         buried = s.use.buried
@@ -764,6 +1186,8 @@ class Engine:
         return timers[0][0] if timers else None
 
     def _promote(self, job: Job) -> None:
+        assert job.entry is not None
+        job.tube.delayed_ids.remove(job.entry[1])
         job.entry = None
         job.tube.stale += 1
         job.tube.delayed_count -= 1
@@ -884,6 +1308,7 @@ class Engine:
         entry: Entry = (job.pri, job.id, job)
         job.entry = entry
         heapq.heappush(tube.ready, entry)
+        tube.ready_ids.add(entry[1], job.id)
         tube.ready_count += 1
         self.ready_count += 1
         if job.pri < URGENT_THRESHOLD:
@@ -896,7 +1321,10 @@ class Engine:
         """Remove a ready job from its heap: a pop when it is on top, else lazily."""
         tube = job.tube
         heap = tube.ready
-        if heap[0] is job.entry:
+        entry = job.entry
+        assert entry is not None
+        tube.ready_ids.remove(entry[1])
+        if heap[0] is entry:
             heapq.heappop(heap)
         else:
             tube.stale += 1
@@ -915,6 +1343,7 @@ class Engine:
         entry: Entry = (deadline, job.id, job)
         job.entry = entry
         heapq.heappush(job.tube.delayed, entry)
+        job.tube.delayed_ids.add(entry[1], job.id)
         job.tube.delayed_count += 1
         self.delayed_count += 1
         self._push_timer(entry)
@@ -923,7 +1352,9 @@ class Engine:
         job.state = State.BURIED
         job.reserver = None
         job.entry = None
-        job.tube.buried[job.id] = job
+        key: Any = job.id
+        job.tube.buried[key] = job
+        job.tube.buried_ids.add(key, job.id)
         self.buried_count += 1
 
     def _detach(self, job: Job) -> None:
@@ -932,13 +1363,17 @@ class Engine:
         if state == State.READY:
             self._take_ready(job)
         elif state == State.DELAYED:
+            assert job.entry is not None
+            job.tube.delayed_ids.remove(job.entry[1])
             job.entry = None
             job.tube.stale += 1
             job.tube.delayed_count -= 1
             self.delayed_count -= 1
             self._maybe_rebuild(job.tube)
         elif state == State.BURIED:
-            del job.tube.buried[job.id]
+            key: Any = job.id
+            del job.tube.buried[key]
+            job.tube.buried_ids.remove(key)
             self.buried_count -= 1
         else:  # pragma: no cover - callers never detach reserved or deleted jobs
             raise AssertionError(job)
@@ -955,10 +1390,14 @@ class Engine:
         job.state = State.RESERVED
         job.reserver = s
         job.reserves += 1
-        s.reserved[job.id] = job
+        self._set_ttr_timer(job, now + job.ttr)
+        entry = job.entry
+        assert entry is not None
+        key = entry[1]  # (the id object of the TTR entry: one box for all three)
+        s.reserved[key] = job
+        job.tube.reserved_ids.add(key, job.id)
         job.tube.reserved_count += 1
         self.reserved_count += 1
-        self._set_ttr_timer(job, now + job.ttr)
         self.changes.append(job)
 
     def _set_ttr_timer(self, job: Job, deadline: float) -> None:
@@ -970,7 +1409,10 @@ class Engine:
         self._push_timer(entry)
 
     def _unreserve(self, s: Session, job: Job) -> None:
-        del s.reserved[job.id]
+        entry = job.entry  # (its TTR entry: the index finds its id object by identity)
+        key: Any = job.id if entry is None else entry[1]
+        del s.reserved[key]
+        job.tube.reserved_ids.remove(key)
         job.entry = None
         job.reserver = None
         job.tube.reserved_count -= 1

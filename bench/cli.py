@@ -19,11 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import flat, hogs, memory, report, startup, workloads
+from bench import extensions, flat, hogs, memory, report, startup, workloads
 from bench.loadgen import LoadGen
 from bench.servers import ServerKind, beanq_kind, beanstalkd_kind, probe, raise_nofile
 
-SECTIONS = ("startup", "throughput", "flat", "memory")
+SECTIONS = ("startup", "throughput", "flat", "memory", "extensions")
 
 # One core for the server under test, the others for the load generator: with more busy
 # processes than cores, the scheduler's time slices (~3 ms) land in the latency figures and
@@ -276,6 +276,22 @@ def run_memory(run: Runner, results: dict[str, Any], nofile: int) -> None:
         run.log(f"memory per connection {kind.name}: {_brief(r)}")
 
 
+def run_extensions(run: Runner, results: dict[str, Any]) -> None:
+    """beanq's beanq-* commands, on the beanq side only (beanstalkd has none)."""
+    beanq = [k for k in run.sides if k.name == "beanq"]
+    if not beanq or run.over_budget("the extensions"):
+        return
+    jobs = 100_000 if run.args.quick else 1_000_000
+    res: dict[str, Any] = {}
+    results["extensions"] = res
+    res["flush_list_move"] = extensions.flush_list_move(beanq[0], run.lg, jobs, jobs // 10)
+    run.log(f"extensions: {res['flush_list_move']}")
+    if run.over_budget("reserve-batch"):
+        return
+    res["reserve_batch"] = extensions.reserve_batch(beanq[0], run.lg, 400_000, 3.0)
+    run.log(f"extensions: {res['reserve_batch']}")
+
+
 def _brief(r: dict[str, Any]) -> str:
     return ", ".join(
         f"{k}={report.short_error(v) if k == 'error' else v}" for k, v in r.items() if k != "server"
@@ -377,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_flat(run, results)
             if "memory" in sections:
                 run_memory(run, results, nofile)
+            if "extensions" in sections:
+                run_extensions(run, results)
             if "startup" in sections:
                 run_startup_binlog(run, results)
         except KeyboardInterrupt:
@@ -421,6 +439,8 @@ def render(results: dict[str, Any], names: list[str]) -> str:
     if "memory" in results:
         out.append("\nMemory (VmRSS delta / N)")
         out.append(report.memory_table(results["memory"]))
+    if results.get("extensions"):
+        out.append(extensions.render(results["extensions"]))
     if results.get("startup"):
         out.append("\nStart-up (exec to first answered stats)")
         out.append(report.startup_table(results["startup"]))

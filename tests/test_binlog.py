@@ -58,7 +58,8 @@ class Rig:
     def flush(self) -> None:
         changes = self.engine.changes[:]
         self.engine.changes.clear()
-        self.log.write(changes, self.now, self.wall)
+        ops, self.engine.ops = self.engine.ops, []
+        self.log.write(changes, self.now, self.wall, ops)
 
     def put(
         self, body: bytes, pri: int = 0, delay: int = 0, ttr: int = 60, tube: bytes = b"default"

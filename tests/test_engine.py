@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from beanq.tubes import SAFETY_MARGIN, Engine, Job, Notice, Session, State
+from beanq.tubes import SAFETY_MARGIN, Engine, IdIndex, Job, KeyedJob, Notice, Session, State
 
 TUBES = [b"default", b"a", b"b"]
 
@@ -23,6 +23,7 @@ class ModelJob:
     deadline: float = 0.0
     reserver: int | None = None
     size: int = 0
+    key: bytes | None = None
     counts: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
             ["reserves", "timeouts", "releases", "buries", "kicks"], 0
@@ -89,6 +90,113 @@ class EngineMachine(RuleBasedStateMachine):
             self.now + delay if delay else 0.0,
             size=size,
         )
+
+    @rule(
+        s=st.integers(0, 2),
+        key=st.sampled_from([b"k1", b"k2", b"k3"]),
+        pri=st.sampled_from([0, 1, 1023, 1024, 5000]),
+        delay=st.sampled_from([0, 0, 1, 5]),
+        size=st.sampled_from([0, 4]),
+    )
+    def put_unique(self, s: int, key: bytes, pri: int, delay: int, size: int) -> None:
+        session = self.sessions[s]
+        tube = self.use[session.id]
+        held = [m for m in self.model.values() if m.tube == tube and m.key == key]
+        found = self.engine.find_unique(session, key)
+        if held:
+            assert found is not None and found.id == held[0].id
+            return
+        assert found is None
+        job = self.engine.put_unique(session, key, pri, delay, 10, b"u" * size, self.now)
+        assert isinstance(job, KeyedJob) and job.id not in self.model
+        self.model[job.id] = ModelJob(
+            job.id,
+            tube,
+            pri,
+            State.DELAYED if delay else State.READY,
+            self.now + delay if delay else 0.0,
+            size=size,
+            key=key,
+        )
+
+    @rule(
+        tube=st.sampled_from([*TUBES, b"nowhere"]),
+        states=st.sampled_from(
+            [
+                (State.READY,),
+                (State.DELAYED,),
+                (State.BURIED,),
+                (State.READY, State.DELAYED, State.BURIED),
+            ]
+        ),
+    )
+    def flush(self, tube: bytes, states: tuple[State, ...]) -> None:
+        gone = [m.id for m in self.model.values() if m.tube == tube and m.state in states]
+        assert self.engine.flush(tube, states) == len(gone)
+        for job_id in gone:
+            del self.model[job_id]
+
+    @rule(
+        src=st.sampled_from(TUBES),
+        dst=st.sampled_from([*TUBES, b"new"]),
+        state=st.sampled_from([State.READY, State.DELAYED, State.BURIED]),
+        limit=st.integers(0, 4),
+    )
+    def move(self, src: bytes, dst: bytes, state: State, limit: int) -> None:
+        mine = [m for m in self.model.values() if m.tube == src and m.state == state]
+        if state == State.READY:
+            mine.sort(key=lambda m: (m.pri, m.id))
+        elif state == State.DELAYED:
+            mine.sort(key=lambda m: (m.deadline, m.id))
+        else:
+            order = self._bury_order
+            mine.sort(key=lambda m: order.index(m.id))
+        taken = {m.key for m in self.model.values() if m.tube == dst and m.key is not None}
+        chosen = [] if src == dst else [m for m in mine if m.key not in taken][:limit]
+        buried_before = list(self.engine.tubes[dst].buried) if dst in self.engine.tubes else []
+        assert self.engine.move(src, dst, state, limit, self.now) == len(chosen)
+        for m in chosen:
+            m.tube = dst
+        if state == State.BURIED and chosen:
+            assert list(self.engine.tubes[dst].buried) == buried_before + [m.id for m in chosen]
+        self._after_put_like()
+
+    def _after_put_like(self) -> None:
+        """Waiting sessions (none in this model: reserves here never wait) get nothing."""
+        assert not self.engine.notices
+
+    @rule(
+        tube=st.sampled_from([*TUBES, b"nowhere"]),
+        state=st.sampled_from([State.READY, State.DELAYED, State.BURIED, State.RESERVED]),
+        after=st.integers(0, 30),
+        limit=st.integers(1, 5),
+    )
+    def list_ids(self, tube: bytes, state: State, after: int, limit: int) -> None:
+        want = sorted(
+            m.id
+            for m in self.model.values()
+            if m.tube == tube and m.state == state and m.id > after
+        )[:limit]
+        assert self.engine.list_ids(tube, state, after, limit) == want
+
+    @rule(s=st.integers(0, 2), n=st.integers(1, 4))
+    def reserve_batch(self, s: int, n: int) -> None:
+        """``reserve_more`` after a first reserve gives what single reserves would."""
+        session = self.sessions[s]
+        watched = self.watch[session.id]
+        first = self.engine.reserve(session, 0, self.now)
+        if not isinstance(first, Job):
+            return
+        jobs = [first]
+        self.engine.reserve_more(session, jobs, n, self.now)
+        for job in jobs:
+            best = self._best_ready(watched)
+            assert best is not None and best.id == job.id
+            best.state = State.RESERVED
+            best.reserver = session.id
+            best.deadline = self.now + job.ttr
+            best.counts["reserves"] += 1
+        assert len(jobs) == n or self._best_ready(watched) is None
 
     @rule(s=st.integers(0, 2), tube=st.sampled_from(TUBES))
     def use(self, s: int, tube: bytes) -> None:
@@ -311,6 +419,27 @@ class EngineMachine(RuleBasedStateMachine):
             assert expected[job.state]
 
     @invariant()
+    def keys_and_indexes_match_model(self) -> None:
+        e = self.engine
+        keys = {(m.tube, m.key): m.id for m in self.model.values() if m.key is not None}
+        assert {k: job.id for k, job in e.unique.items()} == keys
+        for tube in e.tubes.values():
+            for state, index in (
+                (State.READY, tube.ready_ids),
+                (State.DELAYED, tube.delayed_ids),
+                (State.BURIED, tube.buried_ids),
+                (State.RESERVED, tube.reserved_ids),
+            ):
+                want = sorted(
+                    m.id for m in self.model.values() if m.tube == tube.name and m.state == state
+                )
+                assert index.ids() == want
+                assert index.top == (want[-1] if want else -1)
+                blocks = index.blocks if index.maxes else [b for b in index.blocks if b]
+                assert index.maxes == [block[-1] for block in blocks]
+                assert all(len(b) > (index.head if k == 0 else 0) for k, b in enumerate(blocks))
+
+    @invariant()
     def unreferenced_tubes_are_gone(self) -> None:
         e = self.engine
         live = {b"default"}
@@ -475,3 +604,44 @@ def test_closing_a_connection_frees_its_tubes_in_beanstalkd_order() -> None:
     e.disconnect(x, 0.0)
     # x frees default (kept), t2, t1, then t3; each free moves the last tube into its place
     assert [t.name for t in e.tube_order] == [b"default", b"t5", b"t6", b"t4"]
+
+
+# --- the id index behind beanq-list --------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    first=st.integers(0, 1500),
+    ops=st.lists(st.tuples(st.booleans(), st.integers(1, 3000)), max_size=400),
+    front=st.integers(0, 1200),
+    pages=st.lists(st.tuples(st.integers(0, 3100), st.integers(1, 700)), max_size=5),
+)
+def test_id_index_against_a_sorted_set(
+    first: int, ops: list[tuple[bool, int]], front: int, pages: list[tuple[int, int]]
+) -> None:
+    """Ascending puts, removals from the front (FIFO reserves), then anything, across blocks
+    that split and empty: the index always holds the set, in order, and pages it exactly."""
+    index = IdIndex()
+    held: set[int] = set()
+    for i in range(1, first + 1):
+        index.add(i, i)
+        held.add(i)
+    for i in sorted(held)[:front]:
+        index.remove(i)
+        held.discard(i)
+    for adding, i in ops:
+        if adding and i not in held:
+            index.add(i, i)
+            held.add(i)
+        elif not adding and i in held:
+            index.remove(i)
+            held.discard(i)
+    assert index.ids() == sorted(held)
+    for after, limit in pages:
+        assert index.after(after, limit) == sorted(i for i in held if i > after)[:limit]
+    assert index.top == max(held, default=-1)
+    if held:
+        built = IdIndex()
+        built.build(sorted(held))
+        assert built.ids() == sorted(held)
+        assert built.after(0, 1000) == sorted(held)[:1000]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from beanq_client.address import Address, default_address, parse_address
+from beanq_client.commands import Unique
 from beanq_client.errors import (
     ERRORS,
     BadFormatError,
@@ -97,6 +98,7 @@ __all__ = [
     "TimedOutError",
     "TubeStats",
     "UnexpectedReplyError",
+    "Unique",
     "UnknownCommandError",
     "Worker",
     "default_address",

@@ -7,9 +7,10 @@ command (``BURIED`` is success for ``bury`` and an error for ``put``).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 import attrs
 
@@ -34,7 +35,12 @@ class Request(Generic[R]):
     def holds_jobs(self) -> bool:
         """A reply that can hand this connection a reservation (``reserve``, ``reserve-job``);
         losing track of one would leave a job reserved by nobody until its TTR runs out."""
-        return self.data.startswith(b"reserve")
+        return self.data.startswith((b"reserve", b"beanq-reserve-batch"))
+
+    @property
+    def batch(self) -> bool:
+        """The reply is RESERVED_BATCH k followed by k RESERVED replies."""
+        return self.data.startswith(b"beanq-reserve-batch")
 
 
 def _expect(reply: Reply, word: str, nargs: int) -> tuple[str, ...]:
@@ -93,10 +99,18 @@ _TOUCHED: Final = _unit("TOUCHED")
 _PAUSED: Final = _unit("PAUSED")
 _KICKED_JOB: Final = _unit("KICKED")
 _INSERTED: Final = _counted("INSERTED")
+_FLUSHED: Final = _counted("FLUSHED")
+_MOVED: Final = _counted("MOVED")
+_RESERVED_BATCH: Final = _counted("RESERVED_BATCH")
 _WATCHING: Final = _counted("WATCHING")
 _KICKED: Final = _counted("KICKED")
 _RESERVED: Final = _job("RESERVED")
 _FOUND: Final = _job("FOUND")
+
+
+def parse_reserved(reply: Reply) -> tuple[int, bytes]:
+    """One job of a RESERVED_BATCH."""
+    return _RESERVED(reply)
 
 
 def put(body: bytes, priority: int, delay: int, ttr: int) -> Request[int]:
@@ -197,6 +211,103 @@ def list_tube_used() -> Request[str]:
 
 def pause_tube(tube: str, delay: int) -> Request[None]:
     return Request(protocol.encode_pause_tube(tube, delay), _PAUSED)
+
+
+# --- beanq's extensions (beanq-*; beanstalkd answers UNKNOWN_COMMAND) --------------------------
+
+
+class Unique(NamedTuple):
+    """What ``beanq-put-unique`` did: ``inserted`` False means a live job already held the
+    key in the tube (its id is ``id``), and nothing was put."""
+
+    id: int
+    inserted: bool
+
+
+def _unique(reply: Reply) -> Unique:
+    if reply.word == "EXISTS":
+        (id_text,) = _expect(reply, "EXISTS", 1)
+        return Unique(_number(reply, id_text), False)
+    return Unique(_INSERTED(reply), True)
+
+
+def task_body(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """The JSON task payload a worker routes to ``@worker.task(name)`` (``encode_task``)."""
+    return json.dumps(
+        {"task": name, "args": list(args), "kwargs": kwargs},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode("utf-8")
+
+
+def put_task(
+    name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    unique_key: str | None,
+    priority: int,
+    delay: int,
+    ttr: int,
+) -> Request[int]:
+    """A task put; with ``unique_key``, a ``beanq-put-unique`` whose result is the id of the
+    job put or of the live job already holding the key."""
+    body = task_body(name, args, kwargs)
+    if unique_key is None:
+        return put(body, priority, delay, ttr)
+    return Request(
+        protocol.encode_put_unique(unique_key, body, priority, delay, ttr),
+        lambda reply: _unique(reply).id,
+    )
+
+
+def put_unique(key: str, body: bytes, priority: int, delay: int, ttr: int) -> Request[Unique]:
+    return Request(protocol.encode_put_unique(key, body, priority, delay, ttr), _unique)
+
+
+def flush(tube: str, state: str) -> Request[int]:
+    """``state``: ready, delayed, buried or all."""
+    return Request(protocol.encode_flush(tube, state), _FLUSHED)
+
+
+def list_page(tube: str, state: str, after: int, limit: int) -> Request[list[int]]:
+    """Ids above ``after`` in ``state`` (ready, delayed, buried, reserved), ascending."""
+
+    def parse(reply: Reply) -> list[int]:
+        return [int(x) for x in _stats.parse_list(_ok(reply))]
+
+    return Request(protocol.encode_list(tube, state, after, limit), parse)
+
+
+def move(source: str, target: str, state: str, limit: int) -> Request[int]:
+    return Request(protocol.encode_move(source, target, state, limit), _MOVED)
+
+
+def reserve_batch(n: int, timeout: float | None) -> Request[int]:
+    """The batch's size; its jobs are the replies after this one (``Request.batch``).
+    ``timeout`` None waits as long as the protocol allows (about 68 years)."""
+    if timeout is None:
+        seconds = protocol.INT_MAX
+        wait: float | None = None
+    else:
+        if timeout < 0:
+            raise ValueError("timeout must not be negative")
+        seconds = math.ceil(timeout)
+        wait = float(seconds)
+    return Request(protocol.encode_reserve_batch(n, seconds), _RESERVED_BATCH, wait=wait)
+
+
+def capabilities() -> Request[list[str]]:
+    return Request(
+        protocol.ENCODED_CAPABILITIES,
+        lambda r: _stats.parse_list(_ok(r)) if r.word == "OK" else _unsupported(r),
+    )
+
+
+def _unsupported(reply: Reply) -> list[str]:
+    """beanstalkd (or an older beanq) has no extensions: it does not know the command."""
+    if reply.word == "UNKNOWN_COMMAND":
+        return []
+    raise error_from_reply(reply, "OK")
 
 
 def raw(data: bytes) -> Request[Reply]:

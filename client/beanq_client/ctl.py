@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TextIO
 
+from beanq_client import ctl_jobs
 from beanq_client.address import ENV_VAR, default_address, parse_address
 from beanq_client.errors import BeanstalkConnectionError, BeanstalkError, TimedOutError
 from beanq_client.jobs import DEFAULT_PRIORITY, DEFAULT_TTR, Job
@@ -334,6 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("drain", cmd_drain, "reserve and delete every job of a tube")
     p.add_argument("tube")
     p.add_argument("--all", action="store_true", help="kick buried and delayed jobs too")
+
+    def state_choices(p: argparse.ArgumentParser, default: str, choices: tuple[str, ...]) -> None:
+        p.add_argument("--state", choices=choices, default=default, help=f"default {default}")
+
+    ctl_jobs.add_commands(add, state_choices)
+    p = add(
+        "migrate",
+        cmd_drain,  # (replaced in main: it opens its own two connections)
+        "copy every ready, delayed and buried job to another server, then delete it here",
+    )
+    p.add_argument("--from", dest="source", required=True, metavar="ADDR")
+    p.add_argument("--to", dest="target", required=True, metavar="ADDR")
+    p.add_argument("tubes", nargs="*", metavar="TUBE", help="default: every tube")
     return parser
 
 
@@ -346,12 +360,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     try:
+        if args.command == "migrate":
+            if parse_address(args.source) == parse_address(args.target):
+                parser.error("--from and --to are the same server")
+            ctl_jobs.cmd_migrate(
+                lambda a: Client(parse_address(a), timeout=args.timeout), args, out
+            )
+            return 0
+        if args.command == "move" and args.source == args.target:
+            parser.error("FROM and TO are the same tube")
         with Client(address, timeout=args.timeout) as client:
             args.func(client, args, out)
     except BeanstalkConnectionError as exc:
         print(f"beanqctl: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
-    except BeanstalkError as exc:
+    except (BeanstalkError, ctl_jobs.Declined) as exc:
         print(f"beanqctl: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except ValueError as exc:  # a tube name or number the protocol cannot carry

@@ -26,7 +26,9 @@ from typing import Any, Generic, Literal, Self, TypeVar, overload
 
 import attrs
 
+from beanq.protocol import U32_MAX
 from beanq_client.address import Address, AddressLike, parse_address
+from beanq_client.commands import Unique
 from beanq_client.errors import BeanstalkConnectionError, NoServerAvailableError, TimedOutError
 from beanq_client.jobs import (
     DEFAULT_DELAY,
@@ -45,6 +47,7 @@ from beanq_client.sync import Client
 
 T = TypeVar("T")
 C = TypeVar("C")
+R = TypeVar("R")
 Strategy = Literal["round-robin", "hash"]
 PoolJob = Job[Any] | JobRef
 
@@ -364,6 +367,80 @@ class Pool(Generic[T]):
     def peek(self, job: PoolJob) -> Job[T]:
         found: Job[T] = self._job_call(job, lambda c: c.peek(job.id))
         return Job(found.id, found.body, server=job.server)
+
+    # --- beanq's extensions ------------------------------------------------------------------
+
+    def put_unique(
+        self,
+        key: str,
+        body: T,
+        *,
+        priority: int = DEFAULT_PRIORITY,
+        delay: int = DEFAULT_DELAY,
+        ttr: int = DEFAULT_TTR,
+    ) -> tuple[JobRef, bool]:
+        """``Client.put_unique`` on the server the key hashes to (whatever the strategy), so
+        that one key is checked in one place: (the job, whether it was inserted). While that
+        server is down the put goes to the next one, where the key is not known."""
+        for member in self._ring.put_order(key):
+            try:
+                got: Unique = self._on(
+                    member,
+                    lambda c: c.put_unique(key, body, priority=priority, delay=delay, ttr=ttr),
+                )
+            except BeanstalkConnectionError as exc:
+                if exc.sent:
+                    raise
+                continue
+            return JobRef(member.name, got.id), got.inserted
+        raise self._ring.no_server()
+
+    def _total(self, call: Callable[[Client[T]], int]) -> int:
+        return sum(self._results(call).values())
+
+    def _results(self, call: Callable[[Client[T]], R]) -> dict[str, R]:
+        """``call`` on every server that answers, by server."""
+        result: dict[str, R] = {}
+        for member in self._ring.members:
+            try:
+                result[member.name] = self._on(member, call)
+            except BeanstalkConnectionError:
+                continue
+        return result
+
+    def flush(self, tube: str, state: str = "all") -> int:
+        """``Client.flush`` on every server that answers; how many jobs went in all."""
+        return self._total(lambda c: c.flush(tube, state))
+
+    def move(self, source: str, target: str, state: str = "ready", limit: int = U32_MAX) -> int:
+        """``Client.move`` on every server that answers (``limit`` per server)."""
+        return self._total(lambda c: c.move(source, target, state, limit))
+
+    def list_jobs(self, tube: str, state: str = "ready") -> Iterator[JobRef]:
+        """Every server's jobs in ``state``, one server after the other, by id."""
+        for member in self._ring.members:
+            for listed in self._on(member, lambda c: list(c.list_jobs(tube, state))):
+                yield JobRef(member.name, listed)
+
+    def capabilities(self) -> dict[str, list[str]]:
+        return self._results(lambda c: c.capabilities())
+
+    def reserve_batch(self, n: int, timeout: float | None = None) -> list[Job[T]]:
+        """Up to ``n`` jobs from one server, polled as ``reserve`` polls."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = FIRST_POLL_DELAY
+        while True:
+            for member in self._ring.reserve_order():
+                try:
+                    jobs: list[Job[T]] = self._on(member, lambda c: c.reserve_batch(n, 0))
+                except (TimedOutError, BeanstalkConnectionError):
+                    continue
+                return [Job(job.id, job.body, server=member.name) for job in jobs]
+            wait = pause if deadline is None else min(pause, deadline - time.monotonic())
+            if wait <= 0:
+                raise TimedOutError()
+            time.sleep(wait)
+            pause = min(pause * 2, self.poll_interval)
 
     def stats(self) -> dict[str, ServerStats]:
         """Stats of every server that answers, by server."""

@@ -14,15 +14,16 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, overload
 
 import attrs
 
-from beanq.protocol import ProtocolError, Reply, ReplyReader
+from beanq.protocol import MAX_LIST, U32_MAX, ProtocolError, Reply, ReplyReader
 from beanq_client import commands
 from beanq_client.address import Address, AddressLike, default_address, parse_address
-from beanq_client.commands import Request, TubeState
+from beanq_client.commands import Request, TubeState, Unique
 from beanq_client.errors import (
     BeanstalkConnectionError,
     CommandError,
@@ -308,6 +309,24 @@ class Client(Generic[T]):
         (reply,) = self._exchange(request.data, 1, request.wait)
         return request.parse(reply)
 
+    def _exchange_batch(self, data: bytes, wait: float | None) -> list[Reply]:
+        """A command answered by RESERVED_BATCH k and k more replies (or by one error)."""
+        with self._lock:
+            sock = self._ready_socket()
+            try:
+                replies = self._send_and_read(sock, data, 1, wait)
+                head = replies[0]
+                if head.word == "RESERVED_BATCH" and len(head.args) == 1:
+                    if not head.args[0].isdigit():
+                        raise ProtocolError(f"bad RESERVED_BATCH reply: {head.args!r}")
+                    replies += self._send_and_read(sock, b"", int(head.args[0]), 0.0)
+                return replies
+            except BaseException as exc:
+                self._drop()  # (as in _exchange: replies may still be owed)
+                if isinstance(exc, OSError | ProtocolError):
+                    raise self._fail(describe(exc), sent=True) from exc
+                raise
+
     def _job(self, found: tuple[int, bytes]) -> Job[T]:
         id, data = found
         try:
@@ -421,6 +440,74 @@ class Client(Generic[T]):
 
     def pause_tube(self, tube: str, delay: int) -> None:
         self._call(commands.pause_tube(tube, delay))
+
+    # --- beanq's extensions (beanstalkd answers UnknownCommandError) -------------------------
+
+    def capabilities(self) -> list[str]:
+        """The extensions the server supports (``flush``, ``list``, ...); [] for beanstalkd."""
+        return self._call(commands.capabilities())
+
+    def put_unique(
+        self,
+        key: str,
+        body: T,
+        *,
+        priority: int = DEFAULT_PRIORITY,
+        delay: int = DEFAULT_DELAY,
+        ttr: int = DEFAULT_TTR,
+    ) -> Unique:
+        """Put unless a live job put with ``key`` is in the used tube (any state, reserved
+        too): ``Unique(id, inserted)``; the key is free again once that job is deleted."""
+        return self._call(commands.put_unique(key, self._codec.encode(body), priority, delay, ttr))
+
+    def put_task(
+        self,
+        name: str,
+        *args: Any,
+        unique_key: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
+        delay: int = DEFAULT_DELAY,
+        ttr: int = DEFAULT_TTR,
+        **kwargs: Any,
+    ) -> int:
+        """Put ``encode_task(name, *args, **kwargs)`` (whatever the client's codec). With
+        ``unique_key`` (beanq only) it is put only if no live job put with that key is in the
+        used tube: the id returned is then that job's (what Celery Once does with a lock,
+        without the lock)."""
+        return self._call(commands.put_task(name, args, kwargs, unique_key, priority, delay, ttr))
+
+    def flush(self, tube: str, state: str = "all") -> int:
+        """Delete every ready, delayed or buried job (``state``, or ``all`` three) of
+        ``tube`` at once; reserved jobs stay. Returns how many went."""
+        return self._call(commands.flush(tube, state))
+
+    def list_jobs(
+        self, tube: str, state: str = "ready", *, after: int = 0, page: int = MAX_LIST
+    ) -> Iterator[int]:
+        """The ids of ``tube``'s jobs in ``state`` (ready, delayed, buried, reserved) above
+        ``after``, ascending, fetched ``page`` at a time; nothing is reserved or counted."""
+        while True:
+            ids = self._call(commands.list_page(tube, state, after, page))
+            yield from ids
+            if len(ids) < page:
+                return
+            after = ids[-1]
+
+    def move(self, source: str, target: str, state: str = "ready", limit: int = U32_MAX) -> int:
+        """Move up to ``limit`` jobs in ``state`` (ready, delayed, buried) from ``source`` to
+        ``target``, keeping ids, priorities, TTRs, delays, counters and buried state."""
+        return self._call(commands.move(source, target, state, limit))
+
+    def reserve_batch(self, n: int, timeout: float | None = None) -> list[Job[T]]:
+        """Wait like ``reserve`` for a job (``timeout`` seconds at most, rounded up; None:
+        forever), then take up to ``n`` at once, in the order single reserves would; each
+        has its own TTR. Raises ``TimedOutError`` or ``DeadlineSoonError``."""
+        request = commands.reserve_batch(n, timeout)
+        head, *rest = self._exchange_batch(request.data, request.wait)
+        count = request.parse(head)
+        if count != len(rest):
+            raise ProtocolError(f"RESERVED_BATCH {count} came with {len(rest)} jobs")
+        return [self._job(commands.parse_reserved(reply)) for reply in rest]
 
 
 class Pipeline(Generic[T]):

@@ -15,17 +15,17 @@ and if it does it hands over a job nobody would handle, so the connection is clo
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, overload
 
 import attrs
 import trio
 
-from beanq.protocol import ProtocolError, Reply, ReplyReader
+from beanq.protocol import MAX_LIST, U32_MAX, ProtocolError, Reply, ReplyReader
 from beanq_client import commands
 from beanq_client.address import Address, AddressLike, default_address, parse_address
-from beanq_client.commands import Request, TubeState
+from beanq_client.commands import Request, TubeState, Unique
 from beanq_client.errors import (
     BeanstalkConnectionError,
     CommandError,
@@ -59,11 +59,12 @@ _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 class _Waiter:
     """One request's place in the reply FIFO."""
 
-    __slots__ = ("count", "error", "holds_jobs", "replies")
+    __slots__ = ("batch", "count", "error", "holds_jobs", "replies")
 
-    def __init__(self, count: int, holds_jobs: bool) -> None:
+    def __init__(self, count: int, holds_jobs: bool, batch: bool = False) -> None:
         self.count = count
         self.holds_jobs = holds_jobs
+        self.batch = batch  # RESERVED_BATCH k: k more replies belong to this request
         self.replies: list[Reply] = []
         self.error: BeanstalkConnectionError | None = None
 
@@ -294,12 +295,18 @@ class AsyncClient(Generic[T]):
             raise ProtocolError(f"unrequested reply {reply.word}")
         head = self._pending[0]
         head.replies.append(reply)
+        if head.batch and len(head.replies) == 1 and reply.word == "RESERVED_BATCH":
+            if len(reply.args) != 1 or not reply.args[0].isdigit():
+                raise ProtocolError(f"bad RESERVED_BATCH reply: {reply.args!r}")
+            head.count = 1 + int(reply.args[0])
         if head.done:
             self._pending.popleft()
 
-    async def _exchange(self, data: bytes, count: int, holds_jobs: bool) -> list[Reply]:
+    async def _exchange(
+        self, data: bytes, count: int, holds_jobs: bool, batch: bool = False
+    ) -> list[Reply]:
         stream = await self._ready_stream()
-        waiter = _Waiter(count, holds_jobs)
+        waiter = _Waiter(count, holds_jobs, batch)
         async with self._send_lock:
             if self._stream is not stream:
                 raise self._fail("the connection was lost before sending", sent=False)
@@ -458,6 +465,65 @@ class AsyncClient(Generic[T]):
 
     async def pause_tube(self, tube: str, delay: int) -> None:
         await self._call(commands.pause_tube(tube, delay))
+
+    # --- beanq's extensions: as ``Client``'s --------------------------------------------------
+
+    async def capabilities(self) -> list[str]:
+        return await self._call(commands.capabilities())
+
+    async def put_unique(
+        self,
+        key: str,
+        body: T,
+        *,
+        priority: int = DEFAULT_PRIORITY,
+        delay: int = DEFAULT_DELAY,
+        ttr: int = DEFAULT_TTR,
+    ) -> Unique:
+        return await self._call(
+            commands.put_unique(key, self._codec.encode(body), priority, delay, ttr)
+        )
+
+    async def put_task(
+        self,
+        name: str,
+        *args: Any,
+        unique_key: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
+        delay: int = DEFAULT_DELAY,
+        ttr: int = DEFAULT_TTR,
+        **kwargs: Any,
+    ) -> int:
+        return await self._call(
+            commands.put_task(name, args, kwargs, unique_key, priority, delay, ttr)
+        )
+
+    async def flush(self, tube: str, state: str = "all") -> int:
+        return await self._call(commands.flush(tube, state))
+
+    async def list_jobs(
+        self, tube: str, state: str = "ready", *, after: int = 0, page: int = MAX_LIST
+    ) -> AsyncIterator[int]:
+        while True:
+            ids = await self._call(commands.list_page(tube, state, after, page))
+            for listed in ids:
+                yield listed
+            if len(ids) < page:
+                return
+            after = ids[-1]
+
+    async def move(
+        self, source: str, target: str, state: str = "ready", limit: int = U32_MAX
+    ) -> int:
+        return await self._call(commands.move(source, target, state, limit))
+
+    async def reserve_batch(self, n: int, timeout: float | None = None) -> list[Job[T]]:  # noqa: ASYNC109
+        request = commands.reserve_batch(n, timeout)
+        head, *rest = await self._exchange(request.data, 1, True, batch=True)
+        count = request.parse(head)
+        if count != len(rest):
+            raise ProtocolError(f"RESERVED_BATCH {count} came with {len(rest)} jobs")
+        return [self._job(commands.parse_reserved(reply)) for reply in rest]
 
 
 class AsyncPipeline(Generic[T]):

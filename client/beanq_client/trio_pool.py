@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, overload
 
 import attrs
 import trio
 
+from beanq.protocol import U32_MAX
 from beanq_client.address import AddressLike, parse_address
+from beanq_client.commands import Unique
 from beanq_client.errors import BeanstalkConnectionError, TimedOutError
 from beanq_client.jobs import (
     DEFAULT_DELAY,
@@ -253,6 +255,76 @@ class AsyncPool(Generic[T]):
     async def peek(self, job: PoolJob) -> Job[T]:
         found: Job[T] = await self._job_call(job, lambda c: c.peek(job.id))
         return Job(found.id, found.body, server=job.server)
+
+    # --- beanq's extensions: as ``Pool``'s ----------------------------------------------------
+
+    async def put_unique(
+        self,
+        key: str,
+        body: T,
+        *,
+        priority: int = DEFAULT_PRIORITY,
+        delay: int = DEFAULT_DELAY,
+        ttr: int = DEFAULT_TTR,
+    ) -> tuple[JobRef, bool]:
+        for member in self._ring.put_order(key):
+            try:
+                got: Unique = await self._on(
+                    member,
+                    lambda c: c.put_unique(key, body, priority=priority, delay=delay, ttr=ttr),
+                )
+            except BeanstalkConnectionError as exc:
+                if exc.sent:
+                    raise
+                continue
+            return JobRef(member.name, got.id), got.inserted
+        raise self._ring.no_server()
+
+    async def _results(self, call: Callable[[AsyncClient[T]], Awaitable[Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for member in self._ring.members:
+            try:
+                result[member.name] = await self._on(member, call)
+            except BeanstalkConnectionError:
+                continue
+        return result
+
+    async def flush(self, tube: str, state: str = "all") -> int:
+        return sum((await self._results(lambda c: c.flush(tube, state))).values())
+
+    async def move(
+        self, source: str, target: str, state: str = "ready", limit: int = U32_MAX
+    ) -> int:
+        done = await self._results(lambda c: c.move(source, target, state, limit))
+        return sum(done.values())
+
+    async def list_jobs(self, tube: str, state: str = "ready") -> AsyncIterator[JobRef]:
+        for member in self._ring.members:
+
+            async def every(c: AsyncClient[T]) -> list[int]:
+                return [listed async for listed in c.list_jobs(tube, state)]
+
+            for listed in await self._on(member, every):
+                yield JobRef(member.name, listed)
+
+    async def capabilities(self) -> dict[str, list[str]]:
+        return await self._results(lambda c: c.capabilities())
+
+    async def reserve_batch(self, n: int, timeout: float | None = None) -> list[Job[T]]:  # noqa: ASYNC109
+        deadline = None if timeout is None else trio.current_time() + timeout
+        pause = FIRST_POLL_DELAY
+        while True:
+            for member in self._ring.reserve_order():
+                try:
+                    jobs: list[Job[T]] = await self._on(member, lambda c: c.reserve_batch(n, 0))
+                except (TimedOutError, BeanstalkConnectionError):
+                    continue
+                return [Job(job.id, job.body, server=member.name) for job in jobs]
+            wait = pause if deadline is None else min(pause, deadline - trio.current_time())
+            if wait <= 0:
+                raise TimedOutError()
+            await trio.sleep(wait)
+            pause = min(pause * 2, self.poll_interval)
 
     async def stats(self) -> dict[str, ServerStats]:
         result: dict[str, ServerStats] = {}

@@ -39,6 +39,7 @@ from typing import Any, Final, Literal, Protocol, TypeVar
 
 import attrs
 
+from beanq_client.commands import task_body
 from beanq_client.errors import (
     BeanstalkConnectionError,
     BeanstalkError,
@@ -60,11 +61,7 @@ MIN_TOUCH_PERIOD: Final = 0.25
 
 def encode_task(name: str, *args: Any, **kwargs: Any) -> bytes:
     """The JSON task payload a worker routes to ``@worker.task(name)``."""
-    return json.dumps(
-        {"task": name, "args": list(args), "kwargs": kwargs},
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode("utf-8")
+    return task_body(name, args, kwargs)
 
 
 @attrs.frozen
