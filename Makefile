@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 # The hot path compiled with mypyc (tools/compile.py); without a C compiler beanq runs interpreted.
 COMPILED := $(VENV)/.compiled
 INTERPRETED_TESTS := tests/test_protocol.py tests/test_engine.py tests/test_collector.py \
-	tests/test_server_streams.py tests/test_hardening.py tests/test_binlog.py
+	tests/test_server_streams.py tests/test_hardening.py tests/test_binlog.py \
+	tests/test_extensions.py tests/test_binlog_ext.py
 
 SOAK_SECONDS ?= 300
 FUZZ_SECONDS ?= 300

@@ -145,6 +145,7 @@ D_DELAYED: Final = 4
 # A record of many deletions at once (beanq-flush): the header (id: the highest of them), then
 # the ids, ascending, as runs: varint(gap from the end of the previous run), varint(length)
 D_FLUSH: Final = 8
+_LAST_JOB_STATE: Final = 4  # D_DELAYED, as a constant the compiled replay loop inlines
 
 _FROM_DISK: Final = (State.DELETED, State.READY, State.RESERVED, State.BURIED, State.DELAYED)
 
@@ -651,7 +652,7 @@ class _Replay:
                 break
             if stamp > max_stamp:
                 max_stamp = stamp
-            if state > D_DELAYED:  # (D_FLUSH: the records of extensions are rare)
+            if state > _LAST_JOB_STATE:  # (D_FLUSH: the records of extensions are rare)
                 self.live = live
                 self._flushed(seq, buf, s + HS, s + length)
                 live = self.live

@@ -697,6 +697,8 @@ class Engine:
         timed: list[Entry] = []
         ready_ids: list[Any] = []
         buried_ids: list[Any] = []
+        ids_in_order = True  # (ready ids ascending: nothing to sort for the index)
+        last_ready_id = -1
         in_order = not ready
         last_pri = -1
         last_id = -1
@@ -734,6 +736,9 @@ class Engine:
                 job.entry = entry
                 ready.append(entry)
                 ready_ids.append(key)
+                if jid < last_ready_id:
+                    ids_in_order = False
+                last_ready_id = jid
                 ready_count += 1
                 if pri < URGENT_THRESHOLD:
                     urgent += 1
@@ -741,8 +746,8 @@ class Engine:
                 last_id = jid
         if not in_order:
             heapq.heapify(ready)
-        # (the ids mostly come ascending already, and then sorting is one pass)
-        ready_ids.sort()
+        if not ids_in_order:
+            ready_ids.sort()
         tube.ready_ids.build(ready_ids)
         buried_ids.sort()
         tube.buried_ids.build(buried_ids)

@@ -5,6 +5,7 @@ them), on the in-process server for the trio client, and through pools."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -172,3 +173,48 @@ async def test_async_put_task(autojump_clock: trio.testing.MockClock) -> None:
         assert await c.put_task("t", 2, unique_key="k") == first
         job = await c.reserve(timeout=0)
         assert job.id == first and job.body == b'{"task":"t","args":[1],"kwargs":{}}'
+
+
+@pytest.mark.parametrize("kind", ["beanq", "beanstalkd"])
+def test_worker_takes_jobs_in_batches(kind: str, tube: str, request: pytest.FixtureRequest) -> None:
+    """batch=10 against beanq (beanq-reserve-batch) and beanstalkd (one at a time again):
+    every job runs once and is deleted."""
+    from beanq_client import Outcome, Worker
+
+    server: Server = request.getfixturevalue(f"{kind}_server")
+    with Client(server.url(tube), timeout=10) as c:
+        ids = [c.put_task("add", i) for i in range(25)]
+        worker = Worker(c, tube, batch=10, reserve_timeout=0)
+        ran: list[int] = []
+
+        @worker.task("add")
+        def add(i: int) -> None:
+            ran.append(i)
+
+        worker.run(burst=True, handle_signals=False)
+        assert sorted(ran) == list(range(25))
+        assert worker.outcomes[Outcome.DELETED] == 25
+        for job_id in ids:
+            with pytest.raises(Exception, match="NOT_FOUND"):
+                c.stats_job(job_id)
+
+
+def test_worker_batch_leaves_jobs_whose_ttr_ran_out(beanq_server: Server, tube: str) -> None:
+    """A job that waited in a batch past its TTR is not run then: released if still held
+    (another worker may have it by then), it comes back and runs later, once."""
+    from beanq_client import Outcome, Worker
+
+    with Client(beanq_server.url(tube), timeout=10) as c:
+        for i in range(3):
+            c.put_task("slow", i, ttr=2)
+        worker = Worker(c, tube, batch=3, reserve_timeout=3)
+        ran: list[int] = []
+
+        @worker.task("slow")
+        def slow(i: int) -> None:
+            ran.append(i)
+            time.sleep(1.1)
+
+        worker.run(burst=True, handle_signals=False)
+        assert sorted(ran) == [0, 1, 2]  # each once, whatever the batches
+        assert worker.outcomes[Outcome.UNSTARTED] + worker.outcomes[Outcome.LOST] >= 1
