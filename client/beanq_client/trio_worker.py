@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 import signal
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -22,6 +23,7 @@ from beanq_client.errors import (
     CommandError,
     NotFoundError,
     TimedOutError,
+    UnknownCommandError,
 )
 from beanq_client.jobs import Job
 from beanq_client.stats import JobStats
@@ -41,6 +43,11 @@ class AsyncSource(Protocol):
     """What a slot needs: an ``AsyncClient`` or an ``AsyncPool`` (with bytes bodies)."""
 
     async def reserve(self, timeout: float | None = None) -> Job[bytes]: ...  # noqa: ASYNC109
+    async def reserve_batch(
+        self,
+        n: int,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> list[Job[bytes]]: ...
     async def stats_job(self, job: Job[Any]) -> JobStats: ...
     async def delete(self, job: Job[Any]) -> None: ...
     async def release(
@@ -79,7 +86,9 @@ class AsyncWorker(Registry):
         attempts_from: AttemptsFrom = "reserves",
         reserve_timeout: float | None = 1.0,
         logger: logging.Logger | None = None,
+        batch: int = 1,
     ) -> None:
+        """``batch``: as ``Worker``'s (jobs per reserve, with beanq's batch reserve)."""
         super().__init__(
             tubes,
             concurrency=concurrency,
@@ -88,6 +97,7 @@ class AsyncWorker(Registry):
             attempts_from=attempts_from,
             reserve_timeout=reserve_timeout,
             logger=logger,
+            batch=batch,
         )
         self._source = source
         self.clock = trio.current_time
@@ -136,8 +146,13 @@ class AsyncWorker(Registry):
     async def _slot(self, burst: bool) -> None:
         conn = self._source.raw_clone(reconnect=True)
         ready = False
+        batch = self.batch
+        held: deque[tuple[Job[bytes], float]] = deque()  # the rest of the last batch
         try:
             while not self._stopping:
+                if held:
+                    await self._process(conn, *held.popleft())
+                    continue
                 job = None
                 with trio.CancelScope() as scope:
                     self._waiting.add(scope)
@@ -146,7 +161,15 @@ class AsyncWorker(Registry):
                             for command, tube in self.tube_commands():
                                 await getattr(conn, command)(tube)
                             ready = True
-                        job = await conn.reserve(timeout=self.reserve_timeout)
+                        if batch > 1:
+                            jobs = await conn.reserve_batch(batch, timeout=self.reserve_timeout)
+                            job = jobs[0]
+                            now = self.clock()
+                            held.extend((other, now) for other in jobs[1:])
+                        else:
+                            job = await conn.reserve(timeout=self.reserve_timeout)
+                    except UnknownCommandError:
+                        batch = 1  # beanstalkd: one job per reserve
                     except TimedOutError:
                         if burst:
                             return
@@ -165,6 +188,8 @@ class AsyncWorker(Registry):
                 await self._process(conn, job)
         finally:
             with trio.CancelScope(shield=True):
+                for job, _ in held:
+                    await self._release_unstarted(conn, job)
                 await conn.close()
 
     async def _release_unstarted(self, conn: AsyncSource, job: Job[bytes]) -> None:
@@ -189,10 +214,20 @@ class AsyncWorker(Registry):
         else:
             await trio.to_thread.run_sync(lambda: func(*args, **kwargs))
 
-    async def _process(self, conn: AsyncSource, job: Job[bytes]) -> None:
+    async def _process(
+        self, conn: AsyncSource, job: Job[bytes], reserved_at: float | None = None
+    ) -> None:
+        """Run one job; ``reserved_at``: it waited its turn in a batch since then."""
         started = self.clock()
         try:
             stats = await conn.stats_job(job)
+            turn = None if reserved_at is None else self.batch_turn(stats, started - reserved_at)
+            if turn == "release":  # (NOT_FOUND if someone else holds it by now)
+                await conn.release(job, priority=stats["pri"])
+                self.record(job, Outcome.UNSTARTED, started=started)
+                return
+            if turn == "touch":
+                await conn.touch(job)
         except (NotFoundError, BeanstalkConnectionError) as exc:
             self.record(job, Outcome.LOST, started=started, error=exc)
             return

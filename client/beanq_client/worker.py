@@ -161,12 +161,15 @@ class Registry:
         attempts_from: AttemptsFrom,
         reserve_timeout: float | None,
         logger: logging.Logger | None,
+        batch: int = 1,
     ) -> None:
         self.tubes = [tubes] if isinstance(tubes, str) else list(tubes)
         if not self.tubes:
             raise ValueError("a worker needs at least one tube")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if attempts_from not in ("reserves", "payload"):
@@ -174,6 +177,7 @@ class Registry:
                 f"attempts_from must be 'reserves' or 'payload', not {attempts_from!r}"
             )
         self.concurrency = concurrency
+        self.batch = batch
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.attempts_from = attempts_from
@@ -200,6 +204,16 @@ class Registry:
             return func
 
         return register
+
+    def batch_turn(self, stats: JobStats, waited: float) -> Literal["release", "touch"] | None:
+        """What a job that waited ``waited`` seconds for its turn in a batch needs first:
+        ``release`` when its TTR ran out or is about to (given back unstarted if it is still
+        held: another worker may have it by then), ``touch`` once past half of it."""
+        if waited >= stats["ttr"] - 1:
+            return "release"
+        if waited > stats["ttr"] / 2:
+            return "touch"
+        return None
 
     def tube_commands(self) -> list[tuple[str, str]]:
         """(command, tube) pairs that turn a fresh connection's watch list into ``tubes``."""
@@ -312,9 +326,6 @@ class Worker(Registry):
         them one after the other, saving a round trip per job. A job whose turn comes after
         half its TTR is touched first, and one whose TTR may have run out is released
         unstarted if it is still held (another worker may have it by then)."""
-        if batch < 1:
-            raise ValueError("batch must be at least 1")
-        self.batch = batch
         super().__init__(
             tubes,
             concurrency=concurrency,
@@ -323,6 +334,7 @@ class Worker(Registry):
             attempts_from=attempts_from,
             reserve_timeout=reserve_timeout,
             logger=logger,
+            batch=batch,
         )
         self._source = source
         self._stopping = threading.Event()
@@ -435,16 +447,13 @@ class Worker(Registry):
         started = self.clock()
         try:
             stats = conn.stats_job(job)
-            if reserved_at is not None:
-                waited = started - reserved_at
-                if waited >= stats["ttr"] - 1:
-                    # Its TTR ran out, or is about to: give it back if it is still ours (a
-                    # release of a job someone else holds is NOT_FOUND), without running it.
-                    conn.release(job, priority=stats["pri"])
-                    self.record(job, Outcome.UNSTARTED, started=started)
-                    return
-                if waited > stats["ttr"] / 2:
-                    conn.touch(job)
+            turn = None if reserved_at is None else self.batch_turn(stats, started - reserved_at)
+            if turn == "release":  # (NOT_FOUND if someone else holds it by now)
+                conn.release(job, priority=stats["pri"])
+                self.record(job, Outcome.UNSTARTED, started=started)
+                return
+            if turn == "touch":
+                conn.touch(job)
         except (NotFoundError, BeanstalkConnectionError) as exc:
             self.record(job, Outcome.LOST, started=started, error=exc)
             return

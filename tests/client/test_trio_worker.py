@@ -213,3 +213,28 @@ async def test_trio_worker_against_a_real_server(server: Server, tube: str) -> N
         await worker.run(burst=True, handle_signals=False)
         assert sorted(got) == [-4, -3, -2, -1, 0]
         assert (await producer.stats_tube(tube))["cmd-delete"] == 5
+
+
+async def test_batches_run_every_job_once_and_give_back_late_ones(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """batch=3 with beanq's batch reserve: each job of a batch waits for the one before it,
+    so with handlers of 1.5 s and a TTR of 2 s the second and third of a batch are given back
+    unstarted (their TTR is about to run out) and run later; every job runs exactly once."""
+    async with memory_server() as srv, client(srv) as producer:
+        for n in range(3):
+            await producer.put(encode_task("slow", n), ttr=2)
+        worker = AsyncWorker(client(srv), "jobs", batch=3, reserve_timeout=0)
+        ran: list[tuple[int, float]] = []
+
+        @worker.task("slow")
+        async def slow(n: int) -> None:
+            ran.append((n, trio.current_time()))
+            await trio.sleep(1.5)
+
+        await worker.run(burst=True, handle_signals=False)
+        assert sorted(n for n, _ in ran) == [0, 1, 2]
+        assert worker.outcomes[Outcome.DELETED] == 3
+        assert worker.outcomes[Outcome.UNSTARTED] >= 2
+        stats = await producer.stats()
+        assert stats["cmd-reserve"] + stats["cmd-reserve-with-timeout"] == 0  # batches only
