@@ -14,21 +14,21 @@ FUZZ_SECONDS ?= 300
 
 .PHONY: run test lint format bench soak fuzz clean
 
+# The .pth rewrite: setuptools maps client/beanq_client with an import hook whose own imports
+# (pathlib, re) cost 30-60 ms of every start of the daemon; two plain path entries cost nothing.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	# setuptools maps client/beanq_client with an import hook whose own imports (pathlib, re)
-	# cost 30-60 ms of every start of the daemon; two plain path entries cost nothing.
 	for pth in $(VENV)/lib/python3*/site-packages/__editable__.beanq-*.pth; do \
 		printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/client" > "$$pth"; done
 	touch $(STAMP)
 
+# compileall: bytecode for the modules that run before the daemon listens, also where the
+# environment says not to write any (PYTHONDONTWRITEBYTECODE): compiling them at each start
+# costs more than the interpreter's own start-up.
 $(COMPILED): $(STAMP) $(wildcard beanq/*.py) tools/compile.py
 	$(BIN)/python tools/compile.py
-	# Bytecode for the modules that run before the daemon listens, also where the environment
-	# says not to write any (PYTHONDONTWRITEBYTECODE): compiling them at each start costs more
-	# than the interpreter's own start-up.
 	$(BIN)/python -m compileall -q beanq client/beanq_client
 	touch $(COMPILED)
 
