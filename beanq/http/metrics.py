@@ -26,11 +26,12 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.samples import Sample
 
 from beanq.binlog import FSYNC_BOUNDS
 from beanq.dispatch import COUNTED_COMMANDS
 from beanq.http.view import EngineView
-from beanq.tubes import RESERVE_DELETE_BOUNDS, Tube
+from beanq.tubes import RESERVE_DELETE_BOUNDS, Engine, Tube
 
 OTHER = "_other"
 
@@ -89,9 +90,10 @@ _TUBE_COUNTERS = (
 )
 
 
-def _tube_row(view: EngineView, tube: Tube) -> list[float]:
+def _tube_row(tube: Tube, now: float) -> list[float]:
     """The values of _TUBE_GAUGES, then of _TUBE_COUNTERS, then paused, then the age."""
-    paused = tube.paused_until is not None
+    paused_until = tube.paused_until
+    oldest = Engine.oldest_ready(tube)
     return [
         tube.urgent_count,
         tube.ready_count,
@@ -104,8 +106,8 @@ def _tube_row(view: EngineView, tube: Tube) -> list[float]:
         len(tube.waiting),
         tube.delete_count,
         tube.pause_count,
-        tube.pause_seconds if paused else 0,
-        view.pause_time_left(tube),
+        0 if paused_until is None else tube.pause_seconds,
+        0 if paused_until is None else max(0, int(paused_until - now)),
         tube.total_jobs,
         tube.reserve_count,
         tube.delete_count,
@@ -113,23 +115,16 @@ def _tube_row(view: EngineView, tube: Tube) -> list[float]:
         tube.bury_count,
         tube.kick_count,
         tube.timeout_count,
-        1 if paused else 0,
-        view.oldest_ready_age(tube),
+        0 if paused_until is None else 1,
+        0.0 if oldest is None else max(0.0, now - oldest.created),
     ]
 
 
-def _sum_rows(view: EngineView, tubes: list[Tube]) -> list[float]:
-    """The tubes' rows added up, but for the oldest-ready age: their maximum."""
-    total: list[float] = []
-    for tube in tubes:
-        row = _tube_row(view, tube)
-        if not total:
-            total = row
-            continue
-        for i in range(len(row) - 1):
-            total[i] += row[i]
-        total[-1] = max(total[-1], row[-1])
-    return total
+def _sum_rows(tubes: list[Tube], now: float) -> list[float]:
+    """The tubes' rows added up, but for the oldest-ready age: their maximum (column-wise,
+    so that the adding runs in C: 10,000 tubes take a few milliseconds)."""
+    columns = list(zip(*(_tube_row(tube, now) for tube in tubes), strict=True))
+    return [*(sum(column) for column in columns[:-1]), max(columns[-1])]
 
 
 def _weight(tube: Tube) -> tuple[int, int]:
@@ -206,7 +201,10 @@ class EngineCollector(Collector):
         yield from self._histograms()
 
     def _tubes(self) -> Iterator[Metric]:
+        """Built column by column, with the samples appended directly (``add_metric`` makes
+        a label dict per sample): at the 500-tube cap a scrape has 11,000 tube samples."""
         view = self.view
+        now = view.clock()
         tubes = view.tubes()
         if len(tubes) > self.max_tubes:
             own = heapq.nlargest(self.max_tubes, tubes, key=_weight)
@@ -214,33 +212,31 @@ class EngineCollector(Collector):
             rest = [t for t in tubes if t not in chosen]
         else:
             own, rest = list(tubes), []
-        rows = [(t.name.decode(errors="replace"), _tube_row(view, t)) for t in own]
+        rows = [({"tube": t.name.decode(errors="replace")}, _tube_row(t, now)) for t in own]
         if rest:
-            rows.append((OTHER, _sum_rows(view, rest)))
-        column = 0
-        for _stat, name, text in _TUBE_GAUGES:
-            family = GaugeMetricFamily(f"beanstalkd_tube_{name}", text, labels=["tube"])
-            for label, row in rows:
-                family.add_metric([label], row[column])
-            column += 1
-            yield family
-        for name, text in _TUBE_COUNTERS:
-            counter = CounterMetricFamily(f"beanq_tube_{name}", text, labels=["tube"])
-            for label, row in rows:
-                counter.add_metric([label], row[column])
-            column += 1
-            yield counter
-        paused = GaugeMetricFamily("beanq_tube_paused", "1: paused.", labels=["tube"])
-        age = GaugeMetricFamily(
-            "beanq_tube_oldest_ready_age_seconds",
-            "Age of the tube's oldest ready job, 0 when none is ready (queue latency).",
-            labels=["tube"],
+            rows.append(({"tube": OTHER}, _sum_rows(rest, now)))
+        families: list[Metric] = [
+            GaugeMetricFamily(f"beanstalkd_tube_{name}", text, labels=["tube"])
+            for _stat, name, text in _TUBE_GAUGES
+        ]
+        families += [
+            CounterMetricFamily(f"beanq_tube_{name}", text, labels=["tube"])
+            for name, text in _TUBE_COUNTERS
+        ]
+        families.append(GaugeMetricFamily("beanq_tube_paused", "1: paused.", labels=["tube"]))
+        families.append(
+            GaugeMetricFamily(
+                "beanq_tube_oldest_ready_age_seconds",
+                "Age of the tube's oldest ready job, 0 when none is ready (queue latency).",
+                labels=["tube"],
+            )
         )
-        for label, row in rows:
-            paused.add_metric([label], row[column])
-            age.add_metric([label], row[column + 1])
-        yield paused
-        yield age
+        for column, family in enumerate(families):
+            name = family.name + ("_total" if family.type == "counter" else "")
+            samples = family.samples
+            for labels, row in rows:
+                samples.append(Sample(name, labels, row[column]))
+        return iter(families)
 
     def _histograms(self) -> Iterator[Metric]:
         e = self.view.engine
