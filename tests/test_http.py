@@ -393,3 +393,53 @@ def test_json_log_lines() -> None:
     assert all({"time", "level", "event"} <= set(line) for line in lines)
     accept = next(line for line in lines if line["event"].startswith("accept"))
     assert accept["level"] == "info" and isinstance(accept["connection"], int)
+
+
+SERVING_SPY = """
+import json, os, socket, sys, threading, time
+from beanq import cli
+port = int(sys.argv[sys.argv.index("-p") + 1])
+http = sys.argv[sys.argv.index("--http") + 1] if "--http" in sys.argv else None
+def probe():
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"list-tubes\\r\\n")
+                s.recv(100)
+            if http is not None:
+                host, _, http_port = http.rpartition(":")
+                socket.create_connection((host, int(http_port)), timeout=5).close()
+            elif "trio" not in sys.modules:
+                raise OSError("trio not there yet")
+            time.sleep(0.3)
+            break
+        except OSError:
+            time.sleep(0.02)
+    print(json.dumps(sorted(sys.modules)), flush=True)
+    os._exit(0)
+threading.Thread(target=probe, daemon=True).start()
+cli.main(sys.argv[1:])
+"""
+HTTP_MODULES = {"beanq.http", "hypercorn", "starlette", "prometheus_client", "anyio", "h11"}
+
+
+@pytest.mark.parametrize("with_http", [False, True], ids=["without", "with"])
+def test_http_stack_is_imported_only_with_http(with_http: bool) -> None:
+    args = ["-l", "127.0.0.1", "-p", str(free_port())]
+    if with_http:
+        args += ["--http", f"127.0.0.1:{free_port()}"]
+    out = subprocess.run(
+        [sys.executable, "-c", SERVING_SPY, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert out.returncode == 0, out.stderr
+    modules = set(json.loads(out.stdout.splitlines()[0]))
+    assert "trio" in modules and "beanq.server" in modules  # serving, on trio
+    if with_http:
+        assert modules >= HTTP_MODULES
+    else:
+        assert not HTTP_MODULES & modules, sorted(HTTP_MODULES & modules)
