@@ -231,11 +231,19 @@ def test_oldest_ready_age_is_the_first_put_not_the_heap_top() -> None:
 def test_tube_cap_sums_the_rest_under_other() -> None:
     with http_server("--metrics-max-tubes", "3") as (port, client):
         bs = Beanstalk(port)
-        for i in range(8):  # tube t7 holds the most jobs, t0 none
+        for i in range(1, 8):  # tube t7 holds the most jobs, t1 the fewest
             bs.ask(f"use t{i}")
             for _ in range(i):
                 bs.ask("put 0 0 60 1", b"x")
-        bs.ask("use t7")  # (default stays, used by nobody, with no jobs)
+        bs.ask("use t1")
+        bs.ask("watch t2")
+        held = bs.ask("reserve-with-timeout 0")  # t2's first job: only t2 and default watched
+        assert bs.ask(f"bury {held.args[0]} 5").word == "BURIED"
+        assert bs.ask("reserve-with-timeout 0").word == "RESERVED"  # another of t2's, held
+        bs.ask("pause-tube t3 100")
+        bs.ask("pause-tube t4 200")
+        names = [f"t{i}" for i in range(1, 8)] + ["default"]
+        tube_stats = {name: bs.yaml(f"stats-tube {name}") for name in names}
         samples = scrape(client)
         bs.close()
     ready = {
@@ -243,9 +251,20 @@ def test_tube_cap_sums_the_rest_under_other() -> None:
         for (name, labels), value in samples.items()
         if name == "beanstalkd_tube_current_jobs_ready_count"
     }
-    assert ready == {"t7": 7, "t6": 6, "t5": 5, "_other": 0 + 1 + 2 + 3 + 4}
-    puts = samples[("beanq_tube_puts_total", (("tube", "_other"),))]
-    assert puts == 10
+    assert set(ready) == {"t7", "t6", "t5", "_other"}
+    rest = [name for name in names if name not in ready]
+    other = (("tube", "_other"),)
+    for key, metric in TUBE_STAT_TO_METRIC.items():
+        expected = sum(int(tube_stats[name][key]) for name in rest)
+        if key == "pause-time-left":  # (a second may pass between stats-tube and the scrape)
+            assert expected - 2 <= samples[(metric, other)] <= expected, key
+        else:
+            assert samples[(metric, other)] == expected, key
+    assert samples[("beanq_tube_puts_total", other)] == 1 + 2 + 3 + 4
+    assert samples[("beanq_tube_reserves_total", other)] == 2
+    assert samples[("beanq_tube_buries_total", other)] == 1
+    assert samples[("beanq_tube_paused", other)] == 2
+    assert samples[("beanq_tube_oldest_ready_age_seconds", other)] >= 0
 
 
 def test_health_and_readiness_follow_drain_mode() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
+from operator import attrgetter
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -120,11 +121,70 @@ def _tube_row(tube: Tube, now: float) -> list[float]:
     ]
 
 
+# The plain counters of a tube, read in one C call per tube (for the tubes summed as _other)
+_PLAIN = attrgetter(
+    "urgent_count",
+    "ready_count",
+    "reserved_count",
+    "delayed_count",
+    "total_jobs",
+    "using",
+    "watching",
+    "delete_count",
+    "pause_count",
+    "reserve_count",
+    "release_count",
+    "bury_count",
+    "kick_count",
+    "timeout_count",
+)
+
+
 def _sum_rows(tubes: list[Tube], now: float) -> list[float]:
-    """The tubes' rows added up, but for the oldest-ready age: their maximum (column-wise,
-    so that the adding runs in C: 10,000 tubes take a few milliseconds)."""
-    columns = list(zip(*(_tube_row(tube, now) for tube in tubes), strict=True))
-    return [*(sum(column) for column in columns[:-1]), max(columns[-1])]
+    """What _tube_row gives, added up over the tubes, but for the oldest-ready age: their
+    maximum. Column-wise, so that most of the work runs in C (10,000 tubes: a few ms)."""
+    (
+        urgent,
+        ready,
+        reserved,
+        delayed,
+        total,
+        using,
+        watching,
+        deletes,
+        pauses,
+        reserves,
+        releases,
+        buries,
+        kicks,
+        timeouts,
+    ) = (sum(column) for column in zip(*map(_PLAIN, tubes), strict=True))
+    paused = [t for t in tubes if t.paused_until is not None]
+    ages = [_tube_row(t, now)[-1] for t in tubes if t.ready_count]
+    return [
+        urgent,
+        ready,
+        reserved,
+        delayed,
+        sum(len(t.buried) for t in tubes),
+        total,
+        using,
+        watching,
+        sum(len(t.waiting) for t in tubes),
+        deletes,
+        pauses,
+        sum(t.pause_seconds for t in paused),
+        sum(_tube_row(t, now)[12] for t in paused),
+        total,
+        reserves,
+        deletes,
+        releases,
+        buries,
+        kicks,
+        timeouts,
+        len(paused),
+        max(ages, default=0.0),
+    ]
 
 
 def _weight(tube: Tube) -> tuple[int, int]:
