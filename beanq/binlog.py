@@ -83,6 +83,7 @@ import struct
 import threading
 import time
 import zlib
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable
 from typing import Final, NamedTuple
@@ -809,6 +810,21 @@ def _cut(fd: int, used: int) -> None:
         os.ftruncate(fd, used)
 
 
+# Upper bounds (seconds) of the fsync latency histogram's buckets (metrics), the last +Inf.
+FSYNC_BOUNDS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class BinlogMetrics(NamedTuple):
+    """What --http's /metrics reports of the binlog beyond stats."""
+
+    bytes_written: int  # by this process, all segments
+    fsyncs: int  # fsync rounds that succeeded
+    fsync_counts: list[int]  # per FSYNC_BOUNDS bucket, not cumulative, then +Inf
+    fsync_seconds: float  # their total time
+    segments: int
+    segment_bytes: int  # preallocated size of every segment file
+
+
 class Binlog:
     """Segments of job records in one directory: see the module docstring."""
 
@@ -864,6 +880,9 @@ class Binlog:
         self._evac: tuple[int, list[int]] | None = None  # (seq, ids left to rewrite)
         self.records_written = 0
         self.records_migrated = 0
+        self._fsyncs = 0
+        self._fsync_counts = [0] * (len(FSYNC_BOUNDS) + 1)
+        self._fsync_seconds = 0.0
         self._closed = False
 
     # --- opening ---------------------------------------------------------------------------
@@ -1747,6 +1766,7 @@ class Binlog:
                 fd = self._current().fd
                 dir_dirty = self._dir_dirty
                 self._dir_dirty = False
+            started = time.perf_counter()
             try:
                 for old, used in rolled:
                     _cut(old, used)
@@ -1764,8 +1784,12 @@ class Binlog:
                 with self._lock:
                     self._dir_dirty = True
                 return False
+            took = time.perf_counter() - started
             with self._lock:
                 self._synced = max(self._synced, position)
+                self._fsyncs += 1
+                self._fsync_counts[bisect_left(FSYNC_BOUNDS, took)] += 1
+                self._fsync_seconds += took
             self._collect(position)
             return True
 
@@ -1780,6 +1804,17 @@ class Binlog:
                 records_migrated=self.records_migrated,
                 records_written=self.records_written,
                 max_size=self.max_size,
+            )
+
+    def metrics(self) -> BinlogMetrics:
+        with self._lock:
+            return BinlogMetrics(
+                bytes_written=self._appended,
+                fsyncs=self._fsyncs,
+                fsync_counts=list(self._fsync_counts),
+                fsync_seconds=self._fsync_seconds,
+                segments=len(self._segments),
+                segment_bytes=sum(seg.cap for seg in self._segments.values()),
             )
 
     def job_file(self, job: Job) -> int:

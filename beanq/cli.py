@@ -15,7 +15,7 @@ import os
 import sys
 
 from beanq import __version__, listener
-from beanq.config import MAX_JOB_SIZE_LIMIT, YAML_MODES, Config, StartupError
+from beanq.config import LOG_FORMATS, MAX_JOB_SIZE_LIMIT, YAML_MODES, Config, StartupError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,8 +48,26 @@ Limits beyond beanstalkd (off by default):
 Compatibility:
  --yaml 1.13|1.12     quote string values in stats as beanstalkd 1.13 does (default),
                       or leave them bare as beanstalkd 1.12 does
+
+Observability (off by default; see docs/http.md):
+ --http [ADDR:]PORT       serve /healthz, /readyz, /metrics and /api/v1/ over HTTP
+                          (a bare port listens on 127.0.0.1)
+ --http-token-file FILE   the API needs this file's token (Authorization: Bearer ...)
+ --http-show-bodies       show job bodies in the API even without a token file
+ --metrics-max-tubes N    tubes with their own metrics series; the rest are summed
+                          under tube="_other" (default 500)
+ --log-format text|json   json: one JSON object per log line
 """
-LONG_FLAGS = ("max-connections", "max-jobs", "yaml")
+LONG_FLAGS = (
+    "max-connections",
+    "max-jobs",
+    "yaml",
+    "http",
+    "http-token-file",
+    "metrics-max-tubes",
+    "log-format",
+)
+SWITCHES = ("http-show-bodies",)
 
 
 class UsageExit(Exception):
@@ -72,6 +90,19 @@ def _size(prog: str, text: str) -> int:
         _warn(prog, f"invalid size: {text}")
         raise _usage(prog, 5)
     return int(text)
+
+
+def _http_address(prog: str, text: str) -> tuple[str, int]:
+    """``[ADDR:]PORT``, ``[v6]:PORT`` too; a bare port means 127.0.0.1."""
+    host, colon, port = text.rpartition(":")
+    if not colon:
+        host = "127.0.0.1"
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        _warn(prog, f"--http takes [ADDR:]PORT, not {text}")
+        raise _usage(prog, 5)
+    return host, int(port)
 
 
 def parse_args(argv: Sequence[str], prog: str = "beanq") -> Config:
@@ -118,6 +149,9 @@ def parse_args(argv: Sequence[str], prog: str = "beanq") -> Config:
                     values["user"] = value
                 else:
                     values["binlog_dir"] = value
+            elif flag == "-" and arg[2:] in SWITCHES:
+                values[arg[2:].replace("-", "_")] = True
+                break
             elif flag == "-" and arg[2:].partition("=")[0] in LONG_FLAGS:
                 name, eq, value = arg[2:].partition("=")
                 if not eq:
@@ -131,6 +165,15 @@ def parse_args(argv: Sequence[str], prog: str = "beanq") -> Config:
                         _warn(prog, f"--yaml takes 1.13 or 1.12, not {value}")
                         raise _usage(prog, 5)
                     values["yaml"] = value
+                elif name == "log-format":
+                    if value not in LOG_FORMATS:
+                        _warn(prog, f"--log-format takes text or json, not {value}")
+                        raise _usage(prog, 5)
+                    values["log_format"] = value
+                elif name == "http":
+                    values["http"] = _http_address(prog, value)
+                elif name == "http-token-file":
+                    values["http_token_file"] = value
                 else:
                     values[name.replace("-", "_")] = _size(prog, value)
                 break
@@ -173,14 +216,19 @@ def _become(user: str) -> None:
         raise StartupError(f'setuid({entry.pw_uid} "{user}"): {exc.strerror}', 34) from exc
 
 
-def _configure_logging(verbose: int) -> None:
+def _configure_logging(verbose: int, log_format: str = "text") -> None:
     import logging
 
     root = logging.getLogger("beanq")
     if root.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s beanq: %(message)s"))
+    if log_format == "json":
+        from beanq.logjson import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s beanq: %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.INFO if verbose else logging.WARNING)
     root.propagate = False
@@ -189,7 +237,7 @@ def _configure_logging(verbose: int) -> None:
 def _lock_binlog(config: Config) -> tuple[int, str] | None:
     if config.binlog_dir is None:
         return None
-    _configure_logging(config.verbose)  # the lock's own warnings say why it failed
+    _configure_logging(config.verbose, config.log_format)  # the lock's own warnings say why
     from beanq import binlog
 
     try:
@@ -210,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _become(config.user)
         lock = _lock_binlog(config)
         listener.listen(sock)
-        _configure_logging(config.verbose)
+        _configure_logging(config.verbose, config.log_format)
         from beanq import server
 
         server.run(config, sock, lock)

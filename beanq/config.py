@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 DEFAULT_MAX_JOB_SIZE: Final = 65535
 MAX_JOB_SIZE_LIMIT: Final = 1 << 30
 YAML_MODES: Final = ("1.13", "1.12")
+LOG_FORMATS: Final = ("text", "json")
+DEFAULT_METRICS_MAX_TUBES: Final = 500
 
 
 class Config:
@@ -19,10 +21,15 @@ class Config:
     __slots__ = (
         "binlog_dir",
         "fsync_ms",
+        "http",
+        "http_show_bodies",
+        "http_token_file",
         "listen",
+        "log_format",
         "max_connections",
         "max_job_size",
         "max_jobs",
+        "metrics_max_tubes",
         "port",
         "segment_size",
         "user",
@@ -44,6 +51,11 @@ class Config:
         max_connections: int | None = None,  # beyond beanstalkd: close connections past this
         max_jobs: int | None = None,  # beyond beanstalkd: put answers OUT_OF_MEMORY at this many
         yaml: str = "1.13",  # stats strings quoted as beanstalkd 1.13 does, or bare as 1.12
+        http: tuple[str, int] | None = None,  # --http: (host, port) of the HTTP listener
+        http_token_file: str | None = None,  # its API needs the token in this file
+        http_show_bodies: bool = False,  # job bodies in the API without a token file
+        metrics_max_tubes: int = DEFAULT_METRICS_MAX_TUBES,  # tubes with their own series
+        log_format: str = "text",  # or "json": one object per line
     ) -> None:
         self.listen = listen
         self.port = port
@@ -56,6 +68,11 @@ class Config:
         self.max_connections = max_connections
         self.max_jobs = max_jobs
         self.yaml = yaml
+        self.http = http
+        self.http_token_file = http_token_file
+        self.http_show_bodies = http_show_bodies
+        self.metrics_max_tubes = metrics_max_tubes
+        self.log_format = log_format
 
 
 class StartupError(Exception):

@@ -225,6 +225,7 @@ _COUNTED_COMMANDS = (
     "list-tubes-watched",
     "pause-tube",
 )
+COUNTED_COMMANDS = _COUNTED_COMMANDS  # the cmd-* counters of stats, in order (for metrics)
 
 
 def _seconds(value: float) -> p.Bare:
@@ -435,7 +436,7 @@ class Connection:
         engine = self.hub.engine
         if name == "delete":
             self._count(name)
-            self._reply(p.DELETED if engine.delete(self.session, cmd.id) else p.NOT_FOUND)
+            self._reply(p.DELETED if engine.delete(self.session, cmd.id, now) else p.NOT_FOUND)
         elif name == "touch":
             self._count(name)
             self._reply(p.TOUCHED if engine.touch(self.session, cmd.id, now) else p.NOT_FOUND)

@@ -46,6 +46,25 @@ OP_FLUSH: Final = 1
 OP_MOVE: Final = 2
 SAFETY_MARGIN: Final = 1.0  # seconds before a TTR deadline when a waiting worker is warned
 DEFAULT_TUBE: Final = b"default"
+# Upper bounds (seconds) of the reserve-to-delete histogram's buckets, the last one +Inf.
+RESERVE_DELETE_BOUNDS: Final = (
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    3600.0,
+)
 
 
 class State(enum.IntEnum):
@@ -94,6 +113,7 @@ class Job:
         "logged",
         "pri",
         "releases",
+        "reserved_at",
         "reserver",
         "reserves",
         "state",
@@ -115,6 +135,7 @@ class Job:
         self.created = now
         self.deadline = 0.0  # delayed: when it becomes ready; reserved: when its TTR ends
         self.reserver: Session | None = None
+        self.reserved_at = 0.0  # when last reserved (for the reserve-to-delete histogram)
         self.entry: Entry | None = None
         self.reserves = 0
         self.timeouts = 0
@@ -378,23 +399,29 @@ class Tube:
     __slots__ = (
         "buried",
         "buried_ids",
+        "bury_count",
         "delayed",
         "delayed_count",
         "delayed_ids",
         "delete_count",
         "entry",
+        "kick_count",
         "name",
         "pause_count",
         "pause_seconds",
         "paused_until",
         "pos",
         "ready",
+        "ready_by_id",
         "ready_count",
         "ready_ids",
         "refs",
+        "release_count",
+        "reserve_count",
         "reserved_count",
         "reserved_ids",
         "stale",
+        "timeout_count",
         "total_jobs",
         "urgent_count",
         "using",
@@ -415,6 +442,15 @@ class Tube:
         self.reserved_count = 0
         self.total_jobs = 0
         self.delete_count = 0
+        # counters beyond stats-tube, for metrics (puts are total_jobs)
+        self.reserve_count = 0
+        self.release_count = 0
+        self.bury_count = 0
+        self.kick_count = 0
+        self.timeout_count = 0
+        # (id, ready entry) of its ready jobs, a heap with lazy deletion, kept only while the
+        # engine is ``observing`` (see Engine.oldest_ready)
+        self.ready_by_id: list[Entry] = []
         self.pause_count = 0
         self.pause_seconds = 0
         self.paused_until: float | None = None
@@ -504,6 +540,12 @@ class Engine:
         self.producers = 0
         self.workers = 0
         self.commands: dict[str, int] = collections.defaultdict(int)  # cmd-* counters
+        # Metrics beyond stats (--http): while observing, each tube indexes its ready jobs by
+        # id and deletes of reserved jobs feed the reserve-to-delete histogram. Off, the only
+        # cost is a flag test.
+        self.observing = False
+        self.reserve_delete_counts = [0] * (len(RESERVE_DELETE_BOUNDS) + 1)
+        self.reserve_delete_sum = 0.0
         self.default_tube = self._tube(DEFAULT_TUBE)
         self.default_tube.refs += 1  # the default tube is never freed
 
@@ -530,6 +572,7 @@ class Engine:
             # or themselves: break those cycles, since the server runs without the collector.
             tube.ready.clear()
             tube.delayed.clear()
+            tube.ready_by_id.clear()
             tube.stale = 0
             tube.entry = None
 
@@ -772,6 +815,8 @@ class Engine:
             self.jobs = jobs
         self._raise_peaks()
         self.next_id = max(self.next_id, top_id + 1)
+        if self.observing:
+            self._index_ready(tube)
         if ready_count and len(tube.waiting) and tube.paused_until is None:
             self._hot[tube] = None
             self._process_queue(now)
@@ -814,7 +859,8 @@ class Engine:
         self._reserve(s, job, now)
         return job
 
-    def delete(self, s: Session, job_id: int) -> bool:
+    def delete(self, s: Session, job_id: int, now: float = -1.0) -> bool:
+        """``now``, when given, times the job's reserve-to-delete span while ``observing``."""
         job = self.jobs.get(job_id)
         if job is None:
             return False
@@ -822,6 +868,10 @@ class Engine:
             if job.reserver is not s:
                 return False
             self._unreserve(s, job)
+            if self.observing and now >= 0.0:
+                span = now - job.reserved_at
+                self.reserve_delete_counts[bisect_left(RESERVE_DELETE_BOUNDS, span)] += 1
+                self.reserve_delete_sum += span
         else:
             self._detach(job)
         tube = job.tube
@@ -843,6 +893,7 @@ class Engine:
         job.pri = pri
         job.delay = delay
         job.releases += 1
+        job.tube.release_count += 1
         if delay:
             self._make_delayed(job, now + delay)
         else:
@@ -859,6 +910,7 @@ class Engine:
         job.pri = pri
         self._make_buried(job)
         job.buries += 1
+        job.tube.bury_count += 1
         self.changes.append(job)
         return True
 
@@ -900,6 +952,7 @@ class Engine:
     def _kick(self, job: Job) -> None:
         self._detach(job)
         job.kicks += 1
+        job.tube.kick_count += 1
         self._make_ready(job)
         self.changes.append(job)
 
@@ -996,6 +1049,7 @@ class Engine:
             tube.stale -= len(tube.ready) - tube.ready_count
             tube.ready = []
             tube.ready_ids.clear()
+            tube.ready_by_id = []
             self.ready_count -= tube.ready_count
             self.urgent_count -= tube.urgent_count
             tube.ready_count = tube.urgent_count = 0
@@ -1206,6 +1260,7 @@ class Engine:
         assert s is not None
         self._unreserve(s, job)
         job.timeouts += 1
+        job.tube.timeout_count += 1
         self.timeouts += 1
         self._make_ready(job)
         self.changes.append(job)
@@ -1316,6 +1371,12 @@ class Engine:
         tube.ready_ids.add(entry[1], job.id)
         tube.ready_count += 1
         self.ready_count += 1
+        if self.observing:
+            by_id = tube.ready_by_id
+            item: Entry = (job.id, entry)
+            heapq.heappush(by_id, item)
+            if len(by_id) > 2 * tube.ready_count + 64:
+                self._index_ready(tube)
         if job.pri < URGENT_THRESHOLD:
             tube.urgent_count += 1
             self.urgent_count += 1
@@ -1395,6 +1456,7 @@ class Engine:
         job.state = State.RESERVED
         job.reserver = s
         job.reserves += 1
+        job.reserved_at = now
         self._set_ttr_timer(job, now + job.ttr)
         entry = job.entry
         assert entry is not None
@@ -1402,6 +1464,7 @@ class Engine:
         s.reserved[key] = job
         job.tube.reserved_ids.add(key, job.id)
         job.tube.reserved_count += 1
+        job.tube.reserve_count += 1
         self.reserved_count += 1
         self.changes.append(job)
 
@@ -1443,6 +1506,41 @@ class Engine:
             self._take_ready(best)
             self._reserve(s, best, now)
             self.notices.append((s, best))
+
+    # --- metrics (--http) ---------------------------------------------------------------------
+
+    def observe(self) -> None:
+        """Start keeping what metrics need beyond stats: each tube's ready jobs by id, and the
+        reserve-to-delete histogram. The server turns it on with --http, after replay."""
+        self.observing = True
+        for tube in self.tube_order:
+            self._index_ready(tube)
+
+    @staticmethod
+    def _index_ready(tube: Tube) -> None:
+        """(Re)build the tube's by-id heap from its live ready entries: O(ready), done at
+        start and when stale items outnumber live ones (so amortized O(1) per change)."""
+        by_id: list[Entry] = [(e[1], e) for e in tube.ready if e[2].entry is e]
+        heapq.heapify(by_id)
+        tube.ready_by_id = by_id
+
+    @staticmethod
+    def oldest_ready(tube: Tube) -> Job | None:
+        """The tube's ready job put first (None: none ready; only while ``observing``).
+
+        Ids grow with put time (``allocate_id``; replay keeps ids and creation times), so the
+        oldest ready job is the one with the smallest id. The ready heap is ordered by
+        (priority, id), so its top is not it; a second heap keyed by id holds an item per
+        time a job became ready, and an item whose entry is no longer its job's current one
+        is stale and popped here. Amortized O(log n): each item is pushed and popped once."""
+        by_id = tube.ready_by_id
+        while by_id:
+            entry: Entry = by_id[0][1]
+            job: Job = entry[2]
+            if job.entry is entry:
+                return job
+            heapq.heappop(by_id)
+        return None
 
     # --- stats ---------------------------------------------------------------------------------
 

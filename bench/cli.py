@@ -19,11 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import extensions, flat, hogs, memory, report, startup, workloads
+from bench import extensions, flat, hogs, http_cost, memory, report, startup, workloads
 from bench.loadgen import LoadGen
 from bench.servers import ServerKind, beanq_kind, beanstalkd_kind, probe, raise_nofile
 
-SECTIONS = ("startup", "throughput", "flat", "memory", "extensions")
+SECTIONS = ("startup", "throughput", "flat", "memory", "extensions", "http")
 
 # One core for the server under test, the others for the load generator: with more busy
 # processes than cores, the scheduler's time slices (~3 ms) land in the latency figures and
@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--workloads",
         help="comma list of workload ids or prefixes (put, reserve-c50, mixed-c500-p16, ...) "
-        "and/or sections (throughput, flat, memory, startup); default: everything",
+        "and/or sections (throughput, flat, memory, startup, http); default: everything",
     )
     p.add_argument("--duration", type=float, help="measured seconds per run (default 1.0)")
     p.add_argument("--only-beanq", action="store_true", help="do not start beanstalkd")
@@ -309,6 +309,44 @@ def run_startup_binlog(run: Runner, results: dict[str, Any]) -> None:
         run.log(f"start-up with binlog {kind.name}: {_brief(r)}")
 
 
+HTTP_RUN_SECONDS = 3.0  # at least, per put run: a few scrapes land in each
+
+
+def run_http(run: Runner, results: dict[str, Any]) -> None:
+    """beanq with --http and a scrape a second against beanq without --http, alternated
+    (drift hits both alike); then one scrape's time at many tubes."""
+    kind = beanq_kind()
+    duration = max(HTTP_RUN_SECONDS, run.args.duration)
+    runs: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
+    for r in range(run.args.rounds):
+        if run.over_budget(f"http round {r}"):
+            break
+        for with_http in (False, True):
+            res = http_cost.put_with_scrapes(
+                kind, run.lg, with_http=with_http, duration=duration, workers=run.args.workers
+            )
+            runs["with" if with_http else "without"].append(res)
+            side = "with --http, scraped" if with_http else "without --http"
+            run.log(
+                f"http r{r} put c50 {side}: {res.get('ops_per_s', 0):,.0f} ops/s"
+                + (f" ERROR {res['error']}" if "error" in res else "")
+            )
+    out: dict[str, Any] = {"put_c50": runs}
+    a = report.median(x["ops_per_s"] for x in runs["without"] if "ops_per_s" in x)
+    b = report.median(x["ops_per_s"] for x in runs["with"] if "ops_per_s" in x)
+    if a and b:
+        out["ratio"] = round(b / a, 3)
+    if not run.over_budget("the /metrics scrape at many tubes"):
+        many = http_cost.scrape_at_many_tubes(kind, run.args.flat_tubes)
+        out["scrape_many_tubes"] = many
+        run.log(
+            f"http /metrics at {many['tubes']} tubes: "
+            + (f"median {many['median_s'] * 1e3:.1f} ms" if "median_s" in many else "")
+            + (f" ERROR {many['error']}" if "error" in many else "")
+        )
+    results["http"] = out
+
+
 def _version(argv: tuple[str, ...]) -> str:
     try:
         done = subprocess.run(
@@ -397,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_extensions(run, results)
             if "startup" in sections:
                 run_startup_binlog(run, results)
+            if "http" in sections:
+                run_http(run, results)
         except KeyboardInterrupt:
             run.note("interrupted: the figures below are partial")
         _note_noise(run, results)
@@ -444,7 +484,31 @@ def render(results: dict[str, Any], names: list[str]) -> str:
     if results.get("startup"):
         out.append("\nStart-up (exec to first answered stats)")
         out.append(report.startup_table(results["startup"]))
+    if "http" in results:
+        out.append("\nHTTP side (beanq alone)")
+        out.append(http_table(results["http"]))
     if results.get("notes"):
         out.append("\nNotes:")
         out.extend(f"- {n}" for n in results["notes"])
     return "\n".join(out)
+
+
+def http_table(h: dict[str, Any]) -> str:
+    rows = []
+    runs = h.get("put_c50", {})
+    a = report.median(x["ops_per_s"] for x in runs.get("without", []) if "ops_per_s" in x)
+    b = report.median(x["ops_per_s"] for x in runs.get("with", []) if "ops_per_s" in x)
+    if a and b:
+        rows.append(
+            f"put c50 with --http and a /metrics scrape a second: {b:,.0f} ops/s,"
+            f" without --http {a:,.0f}: ratio {b / a:.3f} (target >= 0.97)"
+        )
+    many = h.get("scrape_many_tubes")
+    if many and "median_s" in many:
+        rows.append(
+            f"/metrics scrape at {many['tubes']:,} tubes: median {many['median_s'] * 1e3:.1f} ms"
+            " (target < 100 ms)"
+        )
+    elif many:
+        rows.append(f"/metrics scrape at many tubes: {many.get('error')}")
+    return "\n".join(rows) or "(no figures)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
@@ -9,7 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from beanq.tubes import SAFETY_MARGIN, Engine, IdIndex, Job, KeyedJob, Notice, Session, State
+from beanq.tubes import (
+    RESERVE_DELETE_BOUNDS,
+    SAFETY_MARGIN,
+    Engine,
+    IdIndex,
+    Job,
+    KeyedJob,
+    Notice,
+    Session,
+    State,
+)
 
 TUBES = [b"default", b"a", b"b"]
 
@@ -24,6 +35,7 @@ class ModelJob:
     reserver: int | None = None
     size: int = 0
     key: bytes | None = None
+    reserved_at: float = 0.0
     counts: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
             ["reserves", "timeouts", "releases", "buries", "kicks"], 0
@@ -42,6 +54,15 @@ class EngineMachine(RuleBasedStateMachine):
         self.watch = {s.id: [b"default"] for s in self.sessions}
         self.paused: dict[bytes, float] = {}
         self.peak = (0, 0)  # most jobs, most body bytes held since the last take_peak
+        # per-tube counters beyond stats-tube (reset when a tube goes away), and what the
+        # reserve-to-delete histogram must hold once observing
+        self.tube_counts: dict[bytes, Counter[str]] = {}
+        self.observing = False
+        self.spans: list[float] = []
+
+    def _count(self, job: ModelJob, name: str) -> None:
+        job.counts[name] += 1
+        self.tube_counts.setdefault(job.tube, Counter())[name] += 1
 
     # --- model helpers -------------------------------------------------------------------
 
@@ -52,7 +73,7 @@ class EngineMachine(RuleBasedStateMachine):
             elif job.state == State.RESERVED and job.deadline <= self.now:
                 job.state = State.READY
                 job.reserver = None
-                job.counts["timeouts"] += 1
+                self._count(job, "timeouts")
         for tube, until in list(self.paused.items()):
             if until <= self.now:
                 del self.paused[tube]
@@ -195,7 +216,8 @@ class EngineMachine(RuleBasedStateMachine):
             best.state = State.RESERVED
             best.reserver = session.id
             best.deadline = self.now + job.ttr
-            best.counts["reserves"] += 1
+            best.reserved_at = self.now
+            self._count(best, "reserves")
         assert len(jobs) == n or self._best_ready(watched) is None
 
     @rule(s=st.integers(0, 2), tube=st.sampled_from(TUBES))
@@ -243,7 +265,8 @@ class EngineMachine(RuleBasedStateMachine):
         best.state = State.RESERVED
         best.reserver = session.id
         best.deadline = self.now + result.ttr
-        best.counts["reserves"] += 1
+        best.reserved_at = self.now
+        self._count(best, "reserves")
 
     def _held_by(self, s: int) -> list[ModelJob]:
         sid = self.sessions[s].id
@@ -259,7 +282,7 @@ class EngineMachine(RuleBasedStateMachine):
         job.reserver = None
         job.state = State.DELAYED if delay else State.READY
         job.deadline = self.now + delay
-        job.counts["releases"] += 1
+        self._count(job, "releases")
 
     @precondition(lambda self: any(j.state == State.RESERVED for j in self.model.values()))
     @rule(data=st.data(), pri=st.integers(0, 2000))
@@ -272,7 +295,7 @@ class EngineMachine(RuleBasedStateMachine):
         job.pri = pri
         job.reserver = None
         job.state = State.BURIED
-        job.counts["buries"] += 1
+        self._count(job, "buries")
 
     @rule(s=st.integers(0, 2), bound=st.integers(0, 3))
     def kick(self, s: int, bound: int) -> None:
@@ -289,7 +312,7 @@ class EngineMachine(RuleBasedStateMachine):
         assert self.engine.kick(session, bound, self.now) == len(victims)
         for job in victims:
             job.state = State.READY
-            job.counts["kicks"] += 1
+            self._count(job, "kicks")
 
     @property
     def _bury_order(self) -> list[int]:
@@ -303,10 +326,14 @@ class EngineMachine(RuleBasedStateMachine):
         session = self.sessions[s]
         job_id = data.draw(st.sampled_from([*self.model, 999_999]))
         job = self.model.get(job_id)
-        ok = self.engine.delete(session, job_id)
+        ok = self.engine.delete(session, job_id, self.now)
         allowed = job is not None and (job.state != State.RESERVED or job.reserver == session.id)
         assert ok == allowed
         if ok:
+            assert job is not None
+            self.tube_counts.setdefault(job.tube, Counter())["deletes"] += 1
+            if self.observing and job.state == State.RESERVED:
+                self.spans.append(self.now - job.reserved_at)
             del self.model[job_id]
 
     @rule(s=st.integers(0, 2), data=st.data())
@@ -322,7 +349,8 @@ class EngineMachine(RuleBasedStateMachine):
         job.state = State.RESERVED
         job.reserver = session.id
         job.deadline = self.now + result.ttr
-        job.counts["reserves"] += 1
+        job.reserved_at = self.now
+        self._count(job, "reserves")
 
     @rule(tube=st.sampled_from(TUBES), delay=st.sampled_from([0, 2]))
     def pause(self, tube: bytes, delay: int) -> None:
@@ -351,6 +379,13 @@ class EngineMachine(RuleBasedStateMachine):
         self.sessions[s] = new
         self.use[new.id] = b"default"
         self.watch[new.id] = [b"default"]
+
+    @precondition(lambda self: not self.observing)
+    @rule()
+    def observe(self) -> None:
+        """--http turns this on after replay: whatever is ready already gets indexed."""
+        self.engine.observe()
+        self.observing = True
 
     @rule()
     def take_peak(self) -> None:
@@ -399,6 +434,38 @@ class EngineMachine(RuleBasedStateMachine):
             assert tube.delayed_count == sum(m.state == State.DELAYED for m in mine)
             assert len(tube.buried) == sum(m.state == State.BURIED for m in mine)
             assert tube.reserved_count == sum(m.state == State.RESERVED for m in mine)
+
+    @invariant()
+    def metrics_counters_match_model(self) -> None:
+        e = self.engine
+        for name in list(self.tube_counts):
+            if name not in e.tubes:  # the tube went away: a new one counts from zero
+                del self.tube_counts[name]
+        for tube in e.tubes.values():
+            counts = self.tube_counts.get(tube.name, Counter())
+            assert tube.reserve_count == counts["reserves"]
+            assert tube.release_count == counts["releases"]
+            assert tube.bury_count == counts["buries"]
+            assert tube.kick_count == counts["kicks"]
+            assert tube.timeout_count == counts["timeouts"]
+            assert tube.delete_count == counts["deletes"]
+        assert sum(e.reserve_delete_counts) == len(self.spans)
+        assert e.reserve_delete_sum == pytest.approx(sum(self.spans))
+        for i, bound in enumerate(RESERVE_DELETE_BOUNDS):
+            below = sum(span <= bound for span in self.spans)
+            assert sum(e.reserve_delete_counts[: i + 1]) == below
+
+    @invariant()
+    def oldest_ready_is_the_smallest_ready_id(self) -> None:
+        if not self.observing:
+            return
+        for tube in self.engine.tubes.values():
+            ready = [
+                m.id for m in self.model.values() if m.tube == tube.name and m.state == State.READY
+            ]
+            oldest = self.engine.oldest_ready(tube)
+            assert (oldest.id if oldest else None) == min(ready, default=None)
+            assert len(tube.ready_by_id) <= 2 * tube.ready_count + 65  # pruned as it goes
 
     @invariant()
     def each_job_is_in_exactly_one_structure(self) -> None:

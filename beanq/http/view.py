@@ -1,0 +1,121 @@
+"""What the HTTP side may see of the server: a read-only view of the engine.
+
+The HTTP handlers run as trio tasks on the loop's own thread, between two batches of the
+beanstalk loop, so they read the engine's live objects without locks and without a protocol
+round trip. They only read: this class hands out numbers, tubes, jobs and sessions, and every
+change to the queue stays with the beanstalk protocol. It is built by ``beanq.server`` from
+the pieces the hub owns, so the HTTP package never reaches into connections or the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
+
+from beanq.binlog import BinlogMetrics
+from beanq.dispatch import BinlogStats, HostInfo
+from beanq.tubes import STATE_NAMES, Engine, Job, Session, State, Tube
+
+
+class BinlogView(Protocol):
+    """The binlog's reporting side (``beanq.binlog.Binlog``)."""
+
+    def stats(self) -> BinlogStats: ...
+
+    def metrics(self) -> BinlogMetrics: ...
+
+    def job_file(self, job: Job) -> int: ...
+
+
+class EngineView:
+    def __init__(
+        self,
+        engine: Engine,
+        host: HostInfo,
+        *,
+        max_job_size: int,
+        clock: Callable[[], float],
+        draining: Callable[[], bool],
+        sessions: Callable[[], Iterable[Session]],
+        binlog: BinlogView | None = None,
+    ) -> None:
+        self.engine = engine
+        self.host = host
+        self.max_job_size = max_job_size
+        self.clock = clock
+        self._draining = draining
+        self._sessions = sessions
+        self.binlog = binlog
+
+    # --- health ----------------------------------------------------------------------------
+
+    @property
+    def draining(self) -> bool:
+        return self._draining()
+
+    def readiness(self) -> str | None:
+        """None when ready (replayed, listening, taking puts), else why not. The HTTP side
+        starts only after the binlog has been replayed and the beanstalk socket answers."""
+        if self.draining:
+            return "draining"
+        return None
+
+    # --- server ----------------------------------------------------------------------------
+
+    def binlog_stats(self) -> BinlogStats:
+        return self.binlog.stats() if self.binlog is not None else BinlogStats()
+
+    def binlog_metrics(self) -> BinlogMetrics | None:
+        return self.binlog.metrics() if self.binlog is not None else None
+
+    def uptime(self) -> int:
+        return int(self.clock() - self.engine.started)
+
+    def sessions(self) -> Iterable[Session]:
+        return self._sessions()
+
+    # --- tubes and jobs --------------------------------------------------------------------
+
+    def tubes(self) -> list[Tube]:
+        """In ``list-tubes`` order."""
+        return self.engine.tube_order
+
+    def tube(self, name: bytes) -> Tube | None:
+        return self.engine.find_tube(name)
+
+    def job(self, job_id: int) -> Job | None:
+        return self.engine.jobs.get(job_id)
+
+    def oldest_ready_age(self, tube: Tube) -> float:
+        """Seconds the tube's oldest ready job has existed (0: none ready)."""
+        job = self.engine.oldest_ready(tube)
+        return 0.0 if job is None else max(0.0, self.clock() - job.created)
+
+    def pause_time_left(self, tube: Tube) -> int:
+        return self.engine.pause_time_left(tube, self.clock())
+
+    def job_time_left(self, job: Job) -> int:
+        return self.engine.job_time_left(job, self.clock())
+
+    def job_file(self, job: Job) -> int:
+        return self.binlog.job_file(job) if self.binlog is not None else 0
+
+    def jobs_of(self, tube: Tube, state: State) -> Iterator[Job]:
+        """Every job of the tube in that state, in no particular order: O(jobs in it), for
+        the API's pages (the caller keeps only the ids it wants)."""
+        if state is State.READY:
+            return (e[2] for e in tube.ready if e[2].entry is e)
+        if state is State.DELAYED:
+            return (e[2] for e in tube.delayed if e[2].entry is e)
+        if state is State.BURIED:
+            return iter(list(tube.buried.values()))
+        return (
+            job
+            for session in list(self.sessions())
+            for job in list(session.reserved.values())
+            if job.tube is tube
+        )
+
+
+def state_name(job: Job) -> str:
+    return STATE_NAMES[job.state]

@@ -1,0 +1,464 @@
+"""--http: the real ``beanq`` process with its HTTP listener, read with an HTTP client and
+checked against what the beanstalk protocol says at the same moment."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from beanq import protocol as p
+from tests.servers import free_port, spawn_beanq
+
+HTTP_TIMEOUT = 10.0
+
+
+class Beanstalk:
+    """A raw protocol connection: every reply as the server sent it."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.reader = p.ReplyReader()
+        self.replies: list[p.Reply] = []
+
+    def ask(self, line: str, body: bytes | None = None) -> p.Reply:
+        data = line.encode() + b"\r\n"
+        if body is not None:
+            data += body + b"\r\n"
+        self.sock.sendall(data)
+        while not self.replies:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise EOFError
+            self.replies.extend(self.reader.feed(chunk))
+        return self.replies.pop(0)
+
+    def yaml(self, line: str) -> dict[str, str]:
+        reply = self.ask(line)
+        assert reply.word == "OK" and reply.body is not None, reply
+        pairs = (row.split(": ", 1) for row in reply.body.decode().splitlines()[1:])
+        return {key: value.strip('"') for key, value in pairs}
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@contextmanager
+def http_server(*args: str) -> Iterator[tuple[int, httpx.Client]]:
+    """beanq with --http on a free loopback port; yields its beanstalk port and a client."""
+    http_port = free_port()
+    with spawn_beanq("--http", f"127.0.0.1:{http_port}", *args) as (_host, port, proc):
+        client = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=HTTP_TIMEOUT)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.get("/healthz")
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError(proc.describe()) from None
+                time.sleep(0.05)
+        try:
+            yield port, client
+        finally:
+            client.close()
+
+
+def scrape(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """/metrics parsed by prometheus-client's own parser: (sample name, labels) -> value."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def busy_queue(bs: Beanstalk) -> None:
+    """Jobs in every state in two tubes, and a few of every counted command."""
+    bs.ask("use work")
+    for i in range(5):
+        assert bs.ask("put 100 0 60 3", b"j%02d" % i).word == "INSERTED"
+    assert bs.ask("put 2000 30 60 1", b"d").word == "INSERTED"
+    bs.ask("watch work")
+    first = bs.ask("reserve-with-timeout 0")
+    assert first.word == "RESERVED"
+    assert bs.ask(f"bury {first.args[0]} 5").word == "BURIED"
+    second = bs.ask("reserve-with-timeout 0")
+    assert bs.ask(f"release {second.args[0]} 7 0").word == "RELEASED"
+    third = bs.ask("reserve-with-timeout 0")
+    assert bs.ask(f"delete {third.args[0]}").word == "DELETED"
+    assert bs.ask("reserve-with-timeout 0").word == "RESERVED"  # stays reserved
+    bs.ask("use other")
+    assert bs.ask("put 0 0 60 2", b"ok").word == "INSERTED"
+    assert bs.ask("kick 1").word == "KICKED"  # nothing buried in "other": kicks no delayed
+    bs.ask("use work")
+    assert bs.ask("kick 1").word == "KICKED"
+    bs.ask("pause-tube other 100")
+    bs.ask("peek-ready")
+    bs.ask("stats-job 1")
+
+
+STAT_TO_METRIC = {
+    "current-jobs-urgent": "beanstalkd_current_jobs_urgent_count",
+    "current-jobs-ready": "beanstalkd_current_jobs_ready_count",
+    "current-jobs-reserved": "beanstalkd_current_jobs_reserved_count",
+    "current-jobs-delayed": "beanstalkd_current_jobs_delayed_count",
+    "current-jobs-buried": "beanstalkd_current_jobs_buried_count",
+    "job-timeouts": "beanstalkd_job_timeouts_count",
+    "total-jobs": "beanstalkd_total_jobs_count",
+    "max-job-size": "beanstalkd_max_job_size_bytes",
+    "current-tubes": "beanstalkd_current_tubes_count",
+    "current-connections": "beanstalkd_current_connections_count",
+    "current-producers": "beanstalkd_current_producers_count",
+    "current-workers": "beanstalkd_current_workers_count",
+    "current-waiting": "beanstalkd_current_waiting_count",
+    "total-connections": "beanstalkd_total_connections_count",
+    "pid": "beanstalkd_pid",
+    "binlog-oldest-index": "beanstalkd_binlog_oldest_index",
+    "binlog-current-index": "beanstalkd_binlog_current_index",
+    "binlog-records-migrated": "beanstalkd_binlog_records_migrated_total",
+    "binlog-records-written": "beanstalkd_binlog_records_written_total",
+    "binlog-max-size": "beanstalkd_binlog_max_size_bytes",
+}
+TUBE_STAT_TO_METRIC = {
+    "current-jobs-urgent": "beanstalkd_tube_current_jobs_urgent_count",
+    "current-jobs-ready": "beanstalkd_tube_current_jobs_ready_count",
+    "current-jobs-reserved": "beanstalkd_tube_current_jobs_reserved_count",
+    "current-jobs-delayed": "beanstalkd_tube_current_jobs_delayed_count",
+    "current-jobs-buried": "beanstalkd_tube_current_jobs_buried_count",
+    "total-jobs": "beanstalkd_tube_total_jobs_count",
+    "current-using": "beanstalkd_tube_current_using_count",
+    "current-watching": "beanstalkd_tube_current_watching_count",
+    "current-waiting": "beanstalkd_tube_current_waiting_count",
+    "cmd-delete": "beanstalkd_tube_cmd_delete_total",
+    "cmd-pause-tube": "beanstalkd_tube_cmd_pause_tube_total",
+    "pause": "beanstalkd_tube_pause_seconds_total",
+    "pause-time-left": "beanstalkd_tube_pause_time_left_seconds_total",
+}
+
+
+def test_metrics_equal_stats_and_stats_tube(tmp_path: Path) -> None:
+    with http_server("-b", str(tmp_path), "-f", "0") as (port, client):
+        bs = Beanstalk(port)
+        busy_queue(bs)
+        # both read after the last command: nothing changes in between
+        stats = bs.yaml("stats")
+        tube_stats = {name: bs.yaml(f"stats-tube {name}") for name in ("default", "work")}
+        tube_stats["other"] = bs.yaml("stats-tube other")
+        samples = scrape(client)
+        after = bs.yaml("stats")
+        bs.close()
+    numeric = [k for k, v in stats.items() if v.isdigit() and k not in ("uptime",)]
+    assert len(numeric) >= 40  # every counter and gauge of stats, not a sample of them
+    for key in numeric:
+        if key.startswith("cmd-"):
+            name = f"beanstalkd_{key.replace('-', '_')}_total"
+            # the scrape came after the stats-tube commands and before the last stats
+            expected = int(stats[key]) + (3 if key == "cmd-stats-tube" else 0)
+        else:
+            name = STAT_TO_METRIC[key]
+            expected = int(stats[key])
+        assert samples[(name, ())] == expected, key
+    assert int(after["cmd-stats"]) == int(stats["cmd-stats"]) + 1
+    assert samples[("beanstalkd_draining", ())] == 0
+    assert samples[("beanstalkd_up", ())] == 1
+    assert abs(samples[("beanstalkd_uptime_seconds", ())] - int(stats["uptime"])) <= 1
+    for tube, fields in tube_stats.items():
+        label = (("tube", tube),)
+        for key, name in TUBE_STAT_TO_METRIC.items():
+            assert samples[(name, label)] == int(fields[key]), (tube, key)
+    work = (("tube", "work"),)
+    # counters beyond stats-tube: 5 + 1 puts, 4 reserves, 1 each of the rest
+    assert samples[("beanq_tube_puts_total", work)] == 6
+    assert samples[("beanq_tube_reserves_total", work)] == 4
+    assert samples[("beanq_tube_deletes_total", work)] == 1
+    assert samples[("beanq_tube_releases_total", work)] == 1
+    assert samples[("beanq_tube_buries_total", work)] == 1
+    assert samples[("beanq_tube_kicks_total", work)] == 1
+    assert samples[("beanq_tube_timeouts_total", work)] == 0
+    assert samples[("beanq_tube_paused", (("tube", "other"),))] == 1
+    assert samples[("beanq_tube_paused", work)] == 0
+    assert samples[("beanq_tube_oldest_ready_age_seconds", work)] >= 0
+    assert samples[("beanq_reserve_to_delete_seconds_count", ())] == 1
+    assert samples[("beanq_reserve_to_delete_seconds_bucket", (("le", "+Inf"),))] == 1
+    # -f 0: each reply waited for an fsync
+    assert samples[("beanq_binlog_fsyncs_total", ())] >= 1
+    assert (
+        samples[("beanq_binlog_fsync_seconds_count", ())]
+        == samples[("beanq_binlog_fsyncs_total", ())]
+    )
+    assert samples[("beanq_binlog_written_bytes_total", ())] > 0
+    assert samples[("beanq_binlog_segments", ())] >= 1
+    assert samples[("beanq_binlog_segment_bytes", ())] > 0
+
+
+def test_oldest_ready_age_is_the_first_put_not_the_heap_top() -> None:
+    with http_server() as (port, client):
+        bs = Beanstalk(port)
+        bs.ask("use q")
+        bs.ask("put 9000 0 60 1", b"a")  # oldest, lowest priority: last out of the heap
+        time.sleep(1.2)
+        bs.ask("put 1 0 60 1", b"b")
+        age = scrape(client)[("beanq_tube_oldest_ready_age_seconds", (("tube", "q"),))]
+        assert 1.1 <= age < 10
+        bs.ask("watch q")
+        bs.ask("ignore default")
+        top = bs.ask("reserve-with-timeout 0")
+        assert top.body == b"b"
+        bs.ask("delete 1")  # the oldest goes: the age is the younger job's now
+        age = scrape(client)[("beanq_tube_oldest_ready_age_seconds", (("tube", "q"),))]
+        assert age == 0  # nothing ready: "b" is reserved
+        assert bs.ask(f"release {top.args[0]} 1 0").word == "RELEASED"
+        age = scrape(client)[("beanq_tube_oldest_ready_age_seconds", (("tube", "q"),))]
+        assert 0 <= age < 1.1
+        bs.close()
+
+
+def test_tube_cap_sums_the_rest_under_other() -> None:
+    with http_server("--metrics-max-tubes", "3") as (port, client):
+        bs = Beanstalk(port)
+        for i in range(1, 8):  # tube t7 holds the most jobs, t1 the fewest
+            bs.ask(f"use t{i}")
+            for _ in range(i):
+                bs.ask("put 0 0 60 1", b"x")
+        bs.ask("use t1")
+        bs.ask("watch t2")
+        held = bs.ask("reserve-with-timeout 0")  # t2's first job: only t2 and default watched
+        assert bs.ask(f"bury {held.args[0]} 5").word == "BURIED"
+        assert bs.ask("reserve-with-timeout 0").word == "RESERVED"  # another of t2's, held
+        bs.ask("pause-tube t3 100")
+        bs.ask("pause-tube t4 200")
+        names = [f"t{i}" for i in range(1, 8)] + ["default"]
+        tube_stats = {name: bs.yaml(f"stats-tube {name}") for name in names}
+        samples = scrape(client)
+        bs.close()
+    ready = {
+        dict(labels)["tube"]: value
+        for (name, labels), value in samples.items()
+        if name == "beanstalkd_tube_current_jobs_ready_count"
+    }
+    assert set(ready) == {"t7", "t6", "t5", "_other"}
+    rest = [name for name in names if name not in ready]
+    other = (("tube", "_other"),)
+    for key, metric in TUBE_STAT_TO_METRIC.items():
+        expected = sum(int(tube_stats[name][key]) for name in rest)
+        if key == "pause-time-left":  # (a second may pass between stats-tube and the scrape)
+            assert expected - 2 <= samples[(metric, other)] <= expected, key
+        else:
+            assert samples[(metric, other)] == expected, key
+    assert samples[("beanq_tube_puts_total", other)] == 1 + 2 + 3 + 4
+    assert samples[("beanq_tube_reserves_total", other)] == 2
+    assert samples[("beanq_tube_buries_total", other)] == 1
+    assert samples[("beanq_tube_paused", other)] == 2
+    assert samples[("beanq_tube_oldest_ready_age_seconds", other)] >= 0
+
+
+def test_health_and_readiness_follow_drain_mode() -> None:
+    with http_server() as (_port, client):
+        assert client.get("/healthz").json() == {"status": "ok"}
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+        pid = int(client.get("/api/v1/stats").json()["pid"])
+        os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while (ready := client.get("/readyz")).status_code == 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert ready.status_code == 503 and ready.json() == {"status": "draining"}
+        assert client.get("/healthz").status_code == 200
+        assert scrape(client)[("beanstalkd_draining", ())] == 1
+
+
+def test_api_endpoints_and_errors() -> None:
+    with http_server() as (port, client):
+        bs = Beanstalk(port)
+        bs.ask("use api")
+        ids = [int(bs.ask("put 5 0 60 4", b"b%03d" % i).args[0]) for i in range(7)]
+        stats = client.get("/api/v1/stats").json()
+        assert stats["total-jobs"] == 7 and stats["version"].startswith("beanq-")
+        names = [t["name"] for t in client.get("/api/v1/tubes").json()["tubes"]]
+        assert names == ["default", "api"]
+        tube = client.get("/api/v1/tubes/api").json()
+        assert tube["current-jobs-ready"] == 7 and tube["total-jobs"] == 7
+        # paging by id
+        first = client.get("/api/v1/tubes/api/jobs", params={"state": "ready", "limit": 3})
+        page = first.json()
+        assert [j["id"] for j in page["jobs"]] == ids[:3]
+        assert page["next_after"] == ids[2]
+        rest = client.get(
+            "/api/v1/tubes/api/jobs", params={"after": page["next_after"], "limit": 10}
+        ).json()
+        assert [j["id"] for j in rest["jobs"]] == ids[3:] and rest["next_after"] is None
+        assert client.get("/api/v1/tubes/api/jobs", params={"state": "buried"}).json()["jobs"] == []
+        job = client.get(f"/api/v1/jobs/{ids[0]}").json()
+        assert job["state"] == "ready" and job["tube"] == "api" and job["size"] == 4
+        assert "body" not in job  # no token file, no --http-show-bodies
+        conns = client.get("/api/v1/connections").json()["connections"]
+        assert len(conns) == 1 and conns[0]["use"] == "api" and conns[0]["producer"]
+        # errors: JSON bodies with the right status
+        for path, status in [
+            ("/api/v1/tubes/nope", 404),
+            ("/api/v1/tubes/nope/jobs", 404),
+            ("/api/v1/jobs/999999", 404),
+            ("/api/v1/jobs/abc", 400),
+            ("/api/v1/tubes/api/jobs?limit=0", 400),
+            ("/api/v1/tubes/api/jobs?limit=1001", 400),
+            ("/api/v1/tubes/api/jobs?after=-1", 400),
+            ("/api/v1/tubes/api/jobs?after=x", 400),
+            ("/api/v1/tubes/api/jobs?state=gone", 400),
+            ("/api/v1/nothing", 404),
+        ]:
+            response = client.get(path)
+            assert response.status_code == status, path
+            assert response.headers["content-type"] == "application/json"
+            assert set(response.json()) == {"error", "message"}
+        assert client.post("/api/v1/stats").status_code == 405
+        bs.close()
+
+
+def test_show_bodies_without_token() -> None:
+    with http_server("--http-show-bodies") as (port, client):
+        bs = Beanstalk(port)
+        job_id = bs.ask("put 0 0 60 5", b"hello").args[0]
+        binary_id = bs.ask("put 0 0 60 2", b"\xff\x00").args[0]
+        assert client.get(f"/api/v1/jobs/{job_id}").json()["body"] == "hello"
+        assert client.get(f"/api/v1/jobs/{binary_id}").json()["body_base64"] == "/wA="
+        bs.close()
+
+
+def test_token_gate(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token\n")
+    with http_server("--http-token-file", str(token_file)) as (port, client):
+        bs = Beanstalk(port)
+        job_id = bs.ask("put 0 0 60 5", b"hello").args[0]
+        for path in ("/api/v1/stats", "/api/v1/tubes", f"/api/v1/jobs/{job_id}"):
+            missing = client.get(path)
+            assert missing.status_code == 401 and missing.json()["error"] == "unauthorized"
+            assert missing.headers["www-authenticate"].startswith("Bearer")
+            wrong = client.get(path, headers={"Authorization": "Bearer s3cret-tokeX"})
+            assert wrong.status_code == 401
+            assert client.get(path, headers={"Authorization": "Bearer s3cret-token"}).is_success
+        job = client.get(
+            f"/api/v1/jobs/{job_id}", headers={"Authorization": "Bearer s3cret-token"}
+        ).json()
+        assert job["body"] == "hello"  # with a token, bodies are shown
+        # health checks and metrics stay open, for probes and scrapers
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert client.get(path).status_code == 200
+        bs.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--http", "127.0.0.1:notaport"], "--http takes [ADDR:]PORT"),
+        (["--http", "70000"], "--http takes [ADDR:]PORT"),
+        (["--log-format", "xml"], "--log-format takes text or json"),
+        (["--metrics-max-tubes", "many"], "invalid size: many"),
+    ],
+)
+def test_bad_http_flags_exit_5(args: list[str], message: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "beanq", *args], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 5 and message in out.stderr
+
+
+def test_http_port_taken_exits_111() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        http_port = taken.getsockname()[1]
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "beanq",
+                "-p",
+                str(free_port()),
+                "--http",
+                f"127.0.0.1:{http_port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert out.returncode == 111 and "--http 127.0.0.1" in out.stderr
+
+
+def test_json_log_lines() -> None:
+    with spawn_beanq("-V", "--log-format", "json") as (_host, port, proc):
+        bs = Beanstalk(port)
+        bs.ask("list-tubes")
+        bs.close()
+        deadline = time.monotonic() + 10
+        while "close" not in proc.output():
+            assert time.monotonic() < deadline, proc.output()
+            time.sleep(0.05)
+        lines = [json.loads(line) for line in proc.output().splitlines() if line.strip()]
+    assert all({"time", "level", "event"} <= set(line) for line in lines)
+    accept = next(line for line in lines if line["event"].startswith("accept"))
+    assert accept["level"] == "info" and isinstance(accept["connection"], int)
+
+
+SERVING_SPY = """
+import json, os, socket, sys, threading, time
+from beanq import cli
+port = int(sys.argv[sys.argv.index("-p") + 1])
+http = sys.argv[sys.argv.index("--http") + 1] if "--http" in sys.argv else None
+def probe():
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"list-tubes\\r\\n")
+                s.recv(100)
+            if http is not None:
+                host, _, http_port = http.rpartition(":")
+                socket.create_connection((host, int(http_port)), timeout=5).close()
+            elif "trio" not in sys.modules:
+                raise OSError("trio not there yet")
+            time.sleep(0.3)
+            break
+        except OSError:
+            time.sleep(0.02)
+    print(json.dumps(sorted(sys.modules)), flush=True)
+    os._exit(0)
+threading.Thread(target=probe, daemon=True).start()
+cli.main(sys.argv[1:])
+"""
+HTTP_MODULES = {"beanq.http", "hypercorn", "starlette", "prometheus_client", "anyio", "h11"}
+
+
+@pytest.mark.parametrize("with_http", [False, True], ids=["without", "with"])
+def test_http_stack_is_imported_only_with_http(with_http: bool) -> None:
+    args = ["-l", "127.0.0.1", "-p", str(free_port())]
+    if with_http:
+        args += ["--http", f"127.0.0.1:{free_port()}"]
+    out = subprocess.run(
+        [sys.executable, "-c", SERVING_SPY, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert out.returncode == 0, out.stderr
+    modules = set(json.loads(out.stdout.splitlines()[0]))
+    assert "trio" in modules and "beanq.server" in modules  # serving, on trio
+    if with_http:
+        assert modules >= HTTP_MODULES
+    else:
+        assert not HTTP_MODULES & modules, sorted(HTTP_MODULES & modules)
