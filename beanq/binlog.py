@@ -254,6 +254,14 @@ def _tail(job: Job, length: int, stamp: int, offset: float, tube_length: int) ->
             D_READY,
             tube_length,
         )
+    return _full_tail(job, length, stamp, offset, tube_length, 0)
+
+
+def _full_tail(
+    job: Job, length: int, stamp: int, offset: float, tube_length: int, key_length: int
+) -> bytes:
+    """``_tail`` field by field; ``key_length``: of a job put with a key (0 for others)."""
+    state = job.state
     return _pack_tail(
         length,
         job.pri,
@@ -270,7 +278,7 @@ def _tail(job: Job, length: int, stamp: int, offset: float, tube_length: int) ->
         job.kicks & U32,
         _disk_state(state),
         tube_length,
-        0,
+        key_length,
     )
 
 
@@ -293,8 +301,10 @@ def _record(parts: list[bytes], job: Job, stamp: int, offset: float, full: bool 
     if not full:
         rest = _tail(job, HS, stamp, offset, 0)
     elif isinstance(job, KeyedJob):
-        parts.extend(_keyed_record(job, stamp, offset))
-        return
+        tube = job.tube.name
+        key = job.key
+        length = HS + len(tube) + len(key) + len(job.body)
+        rest = _full_tail(job, length, stamp, offset, len(tube), len(key)) + tube + key + job.body
     else:
         tube = job.tube.name
         body = job.body
@@ -346,38 +356,6 @@ def _repeats(jobs: list[Job]) -> bool:
             return len(set(jobs)) != len(jobs)
         last = job.id
     return False
-
-
-def _keyed_record(job: KeyedJob, stamp: int, offset: float) -> list[bytes]:
-    """A full record of a job put with a key: the key's length in the last header field (0 in
-    other records) and the key between the tube's name and the body."""
-    tube = job.tube.name
-    key = job.key
-    state = job.state
-    rest = (
-        REC_TAIL.pack(
-            HS + len(tube) + len(key) + len(job.body),
-            job.pri,
-            job.id,
-            stamp,
-            job.deadline + offset if state is State.DELAYED else 0.0,
-            job.created + offset,
-            job.delay,
-            job.ttr,
-            job.reserves & U32,
-            job.timeouts & U32,
-            job.releases & U32,
-            job.buries & U32,
-            job.kicks & U32,
-            _disk_state(state),
-            len(tube),
-            len(key),
-        )
-        + tube
-        + key
-        + job.body
-    )
-    return [REC_HEAD.pack(REC_MAGIC, zlib.crc32(rest)), rest]
 
 
 def _payload(job: Job) -> int:

@@ -676,11 +676,17 @@ class Engine:
         if job_id is None:
             job_id = self.allocate_id()
         job = Job(job_id, pri, delay, max(ttr, 1), body, tube, now)
+        self._admit(job, delay, now)
+        return job
+
+    def _admit(self, job: Job, delay: int, now: float) -> None:
+        """Everything a new job does to the engine (``put`` and ``put_unique``)."""
+        tube = job.tube
         self.jobs[job.id] = job
         tube.refs += 1
         tube.total_jobs += 1
         self.total_jobs += 1
-        self.body_bytes += len(body)
+        self.body_bytes += len(job.body)
         self._raise_peaks()
         if delay:
             self._make_delayed(job, now + delay)
@@ -689,7 +695,6 @@ class Engine:
         self.changes.append(job)
         if self._hot:
             self._process_queue(now)
-        return job
 
     def _raise_peaks(self) -> None:
         if len(self.jobs) > self._peak_jobs:
@@ -1007,19 +1012,7 @@ class Engine:
             job_id = self.allocate_id()
         job = KeyedJob(job_id, pri, delay, max(ttr, 1), body, tube, now, key)
         self.unique[(tube.name, key)] = job
-        self.jobs[job.id] = job
-        tube.refs += 1
-        tube.total_jobs += 1
-        self.total_jobs += 1
-        self.body_bytes += len(body)
-        self._raise_peaks()
-        if delay:
-            self._make_delayed(job, now + delay)
-        else:
-            self._make_ready(job)
-        self.changes.append(job)
-        if self._hot:
-            self._process_queue(now)
+        self._admit(job, delay, now)
         return job
 
     def _forget_key(self, job: KeyedJob) -> None:
