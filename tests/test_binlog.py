@@ -737,6 +737,29 @@ def test_long_lived_delayed_jobs_among_heavy_churn(tmp_path: Path) -> None:
 # --- a random walk, checked against crashes ------------------------------------------------------
 
 
+def random_change(rig: Rig, rnd: random.Random, op: float) -> None:
+    """One step of a random walk on a random job (``op``: the step's draw, 0.3 and up),
+    then maybe time passing and a sync."""
+    jobs = rig.engine.jobs
+    jid = rnd.choice(list(jobs))
+    job = jobs[jid]
+    if op < 0.45:
+        rig.delete(jid)
+    elif job.state is State.RESERVED:
+        if op < 0.7:
+            rig.release(jid, pri=rnd.randrange(2000), delay=rnd.choice([0, 0, 300]))
+        else:
+            rig.bury(jid, pri=rnd.randrange(2000))
+    elif job.state in (State.BURIED, State.DELAYED) and op < 0.6:
+        rig.kick(jid)
+    else:
+        rig.reserve(jid)
+    if rnd.random() < 0.05:
+        rig.advance(rnd.choice([1, 400]))
+    if rnd.random() < 0.2:
+        rig.log.sync()
+
+
 def test_random_operations_survive_crashes_at_any_point(tmp_path: Path) -> None:
     """Random puts, reserves, releases, buries, kicks and deletes on 4 KiB segments, with
     compaction, syncs and segment deletion going on; every so often the directory is
@@ -752,23 +775,7 @@ def test_random_operations_survive_crashes_at_any_point(tmp_path: Path) -> None:
             delay = rnd.choice([0, 0, 0, 500])
             rig.put(body, pri=rnd.randrange(2000), tube=rnd.choice(tubes), delay=delay)
             continue
-        jid = rnd.choice(list(jobs))
-        job = jobs[jid]
-        if op < 0.45:
-            rig.delete(jid)
-        elif job.state is State.RESERVED:
-            if op < 0.7:
-                rig.release(jid, pri=rnd.randrange(2000), delay=rnd.choice([0, 0, 300]))
-            else:
-                rig.bury(jid, pri=rnd.randrange(2000))
-        elif job.state in (State.BURIED, State.DELAYED) and op < 0.6:
-            rig.kick(jid)
-        else:
-            rig.reserve(jid)
-        if rnd.random() < 0.05:
-            rig.advance(rnd.choice([1, 400]))
-        if rnd.random() < 0.2:
-            rig.log.sync()
+        random_change(rig, rnd, op)
         if step % 250 == 249:
             crashed = rig.crash()
             same_state(rig, crashed)

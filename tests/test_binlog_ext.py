@@ -13,7 +13,7 @@ import pytest
 
 from beanq import binlog as bl
 from beanq.tubes import KeyedJob, State
-from tests.test_binlog import SMALL, Rig, _close_all, same_state
+from tests.test_binlog import SMALL, Rig, _close_all, random_change, same_state
 
 
 @pytest.fixture(autouse=True)
@@ -246,23 +246,7 @@ def test_random_extension_operations_survive_crashes(tmp_path: Path) -> None:
             rig.engine.move(src, dst, rnd.choice(states), rnd.randrange(1, 8), rig.now)
             rig.flush()
             continue
-        jid = rnd.choice(list(jobs))
-        job = jobs[jid]
-        if op < 0.45:
-            rig.delete(jid)
-        elif job.state is State.RESERVED:
-            if op < 0.7:
-                rig.release(jid, pri=rnd.randrange(2000), delay=rnd.choice([0, 0, 300]))
-            else:
-                rig.bury(jid, pri=rnd.randrange(2000))
-        elif job.state in (State.BURIED, State.DELAYED) and op < 0.6:
-            rig.kick(jid)
-        else:
-            rig.reserve(jid)
-        if rnd.random() < 0.05:
-            rig.advance(rnd.choice([1, 400]))
-        if rnd.random() < 0.2:
-            rig.log.sync()
+        random_change(rig, rnd, op)
         if step % 250 == 249:
             crashed = rig.crash()
             same_state(rig, crashed)
