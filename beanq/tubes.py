@@ -113,7 +113,6 @@ class Job:
         "logged",
         "pri",
         "releases",
-        "reserved_at",
         "reserver",
         "reserves",
         "state",
@@ -135,7 +134,6 @@ class Job:
         self.created = now
         self.deadline = 0.0  # delayed: when it becomes ready; reserved: when its TTR ends
         self.reserver: Session | None = None
-        self.reserved_at = 0.0  # when last reserved (for the reserve-to-delete histogram)
         self.entry: Entry | None = None
         self.reserves = 0
         self.timeouts = 0
@@ -546,6 +544,9 @@ class Engine:
         self.observing = False
         self.reserve_delete_counts = [0] * (len(RESERVE_DELETE_BOUNDS) + 1)
         self.reserve_delete_sum = 0.0
+        # When each job reserved while observing was reserved: an entry per held job, not a
+        # slot on every job (which took each job from 192 to 208 bytes)
+        self.reserve_times: dict[Job, float] = {}
         self.default_tube = self._tube(DEFAULT_TUBE)
         self.default_tube.refs += 1  # the default tube is never freed
 
@@ -872,11 +873,13 @@ class Engine:
         if job.state == State.RESERVED:
             if job.reserver is not s:
                 return False
-            self._unreserve(s, job)
             if self.observing and now >= 0.0:
-                span = now - job.reserved_at
-                self.reserve_delete_counts[bisect_left(RESERVE_DELETE_BOUNDS, span)] += 1
-                self.reserve_delete_sum += span
+                start = self.reserve_times.get(job)
+                if start is not None:
+                    span = now - start
+                    self.reserve_delete_counts[bisect_left(RESERVE_DELETE_BOUNDS, span)] += 1
+                    self.reserve_delete_sum += span
+            self._unreserve(s, job)
         else:
             self._detach(job)
         tube = job.tube
@@ -1449,7 +1452,8 @@ class Engine:
         job.state = State.RESERVED
         job.reserver = s
         job.reserves += 1
-        job.reserved_at = now
+        if self.observing:
+            self.reserve_times[job] = now
         self._set_ttr_timer(job, now + job.ttr)
         entry = job.entry
         assert entry is not None
@@ -1478,6 +1482,8 @@ class Engine:
         job.reserver = None
         job.tube.reserved_count -= 1
         self.reserved_count -= 1
+        if self.observing:
+            self.reserve_times.pop(job, None)
 
     def _process_queue(self, now: float) -> None:
         """Hand ready jobs to waiting sessions, best (priority, id) first, across hot tubes."""

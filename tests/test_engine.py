@@ -35,7 +35,7 @@ class ModelJob:
     reserver: int | None = None
     size: int = 0
     key: bytes | None = None
-    reserved_at: float = 0.0
+    reserved_at: float | None = None  # when reserved, if the engine was observing then
     counts: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
             ["reserves", "timeouts", "releases", "buries", "kicks"], 0
@@ -216,7 +216,7 @@ class EngineMachine(RuleBasedStateMachine):
             best.state = State.RESERVED
             best.reserver = session.id
             best.deadline = self.now + job.ttr
-            best.reserved_at = self.now
+            best.reserved_at = self.now if self.observing else None
             self._count(best, "reserves")
         assert len(jobs) == n or self._best_ready(watched) is None
 
@@ -265,7 +265,7 @@ class EngineMachine(RuleBasedStateMachine):
         best.state = State.RESERVED
         best.reserver = session.id
         best.deadline = self.now + result.ttr
-        best.reserved_at = self.now
+        best.reserved_at = self.now if self.observing else None
         self._count(best, "reserves")
 
     def _held_by(self, s: int) -> list[ModelJob]:
@@ -332,7 +332,7 @@ class EngineMachine(RuleBasedStateMachine):
         if ok:
             assert job is not None
             self.tube_counts.setdefault(job.tube, Counter())["deletes"] += 1
-            if self.observing and job.state == State.RESERVED:
+            if self.observing and job.state == State.RESERVED and job.reserved_at is not None:
                 self.spans.append(self.now - job.reserved_at)
             del self.model[job_id]
 
@@ -349,7 +349,7 @@ class EngineMachine(RuleBasedStateMachine):
         job.state = State.RESERVED
         job.reserver = session.id
         job.deadline = self.now + result.ttr
-        job.reserved_at = self.now
+        job.reserved_at = self.now if self.observing else None
         self._count(job, "reserves")
 
     @rule(tube=st.sampled_from(TUBES), delay=st.sampled_from([0, 2]))
