@@ -216,6 +216,14 @@ class KeyedJob(Job):
 _BLOCK: Final = 512
 
 
+def _live_jobs(heap: list[Entry], out: list[Job]) -> None:
+    """Append to ``out`` the jobs whose current entry is in ``heap`` (the rest are stale)."""
+    for entry in heap:
+        job = entry[2]
+        if job.entry is entry:
+            out.append(job)
+
+
 class IdIndex:
     """The ids of one tube's jobs in one state, ascending, for ``beanq-list``: sorted blocks of
     at most ``_BLOCK`` ids and the last id of each, so that a page after any id costs two
@@ -1038,10 +1046,7 @@ class Engine:
             return 0
         gone: list[Job] = []
         if State.READY in states and tube.ready_count:
-            for entry in tube.ready:
-                job = entry[2]
-                if job.entry is entry:
-                    gone.append(job)
+            _live_jobs(tube.ready, gone)
             tube.stale -= len(tube.ready) - tube.ready_count
             tube.ready = []
             tube.ready_ids.clear()
@@ -1051,10 +1056,7 @@ class Engine:
             tube.ready_count = tube.urgent_count = 0
             self._hot.pop(tube, None)
         if State.DELAYED in states and tube.delayed_count:
-            for entry in tube.delayed:
-                job = entry[2]
-                if job.entry is entry:
-                    gone.append(job)
+            _live_jobs(tube.delayed, gone)
             tube.stale -= len(tube.delayed) - tube.delayed_count
             tube.delayed = []
             tube.delayed_ids.clear()
