@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import shutil
+import struct
 import threading
 import zlib
 from collections import Counter
@@ -372,7 +373,9 @@ def test_a_record_holds_the_fields_of_the_job_it_records(
     job.deadline = created + 5
     job.reserves, job.timeouts, job.releases, job.buries, job.kicks = counters
     disk = {State.READY: 1, State.RESERVED: 2, State.BURIED: 3, State.DELAYED: 4}[state]
-    expected = bl.REC_TAIL.pack(
+    expected = bl.REC.pack(
+        bl.REC_MAGIC,
+        0,
         91,
         pri,
         jid,
@@ -386,7 +389,7 @@ def test_a_record_holds_the_fields_of_the_job_it_records(
         7,
         0,
     )
-    assert bl._tail(job, 91, stamp, offset, 7) == expected
+    assert bl._rec_header(job, 91, stamp, offset, 7) == expected
 
 
 @given(
@@ -397,7 +400,7 @@ def test_a_record_holds_the_fields_of_the_job_it_records(
     counters=st.just([0] * 5) | st.lists(st.integers(0, 2**33), min_size=5, max_size=5),
     state=st.sampled_from([State.READY, State.RESERVED, State.BURIED, State.DELAYED]),
 )
-def test_a_full_record_is_its_checksum_its_fields_its_tube_and_its_body(
+def test_a_full_record_is_its_header_its_tube_and_its_body(
     tube: bytes,
     body: bytes,
     stamp: int,
@@ -414,14 +417,13 @@ def test_a_full_record_is_its_checksum_its_fields_its_tube_and_its_body(
     job.state = state
     job.deadline = 20.0
     job.reserves, job.timeouts, job.releases, job.buries, job.kicks = counters
-    tail = bl._tail(job, bl.HS + len(tube) + len(body), stamp, offset, len(tube))
-    rest = tail + tube + body
+    header = bl._rec_header(job, bl.HS + len(tube) + len(body), stamp, offset, len(tube))
     parts: list[bytes] = []
     bl._record(parts, job, stamp, offset)
-    assert parts == [bl.REC_HEAD.pack(bl.REC_MAGIC, zlib.crc32(rest)), rest]
+    assert b"".join(parts) == header + tube + body
     short: list[bytes] = []
     bl._record(short, job, stamp, offset, full=False)
-    assert b"".join(short)[8:] == bl._tail(job, bl.HS, stamp, offset, 0)
+    assert short == [bl._rec_header(job, bl.HS, stamp, offset, 0)]
 
 
 def test_reserved_jobs_come_back_ready_with_their_reserve_counted(rig: Rig) -> None:
@@ -476,7 +478,8 @@ def test_damage_at_every_byte_of_the_last_record(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, action: str, damage: str
 ) -> None:
     """Cut the file (or zero its tail, or flip one byte) at every offset of the last frame:
-    the damaged record alone is dropped, and reported with its file and offset."""
+    the damaged frame alone is dropped (its records are checked by its checksum, the frame's
+    header included), and reported with its file and offset."""
     rig = _small_log(tmp_path, "orig")
     path, start, end, before = _last_frame(rig, action)
     intact = view(rig.engine, rig.now)
@@ -501,7 +504,7 @@ def test_damage_at_every_byte_of_the_last_record(
         got = view(after.engine, after.now)
         after.close()
         shutil.rmtree(wal)
-        lost_record = damage != "flip" or k >= record_start
+        lost_record = True
         if damage == "zeros" and not any(pristine[k:end]):
             lost_record = False  # those bytes were zeros already: nothing changed
         if k == start and damage != "flip":
@@ -514,9 +517,31 @@ def test_damage_at_every_byte_of_the_last_record(
     rig.close()
 
 
-def test_a_corrupt_record_in_the_middle_loses_only_that_record(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+def _with_checked_records(data: bytes) -> bytes:
+    """A segment as beanq wrote it before records were checked by their frame alone: each
+    record with its own magic and checksum (the frames' checksums made anew)."""
+    out = bytearray(data)
+    p = bl.SEG_HEADER.size
+    while out.startswith(bl.FRAME_MAGIC, p):
+        _, length, _ = bl.FRAME.unpack_from(out, p)
+        q, end = p + bl.FS, p + bl.FS + length
+        while q < end:
+            (rec_length,) = struct.unpack_from("<I", out, q + 8)
+            out[q : q + 4] = bl.REC_MAGIC_CHECKED
+            struct.pack_into("<I", out, q + 4, zlib.crc32(out[q + 8 : q + rec_length]))
+            q += rec_length
+        bl.FRAME.pack_into(out, p, bl.FRAME_MAGIC, length, zlib.crc32(out[p + bl.FS : end]))
+        p = end
+    return bytes(out)
+
+
+@pytest.mark.parametrize("records", ["frame-checked", "self-checked"])
+def test_a_corrupt_record_in_the_middle_loses_only_its_frame(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, records: str
 ) -> None:
+    """A frame is the unit of integrity: damage in one of its records loses the frame's
+    records, and nothing before or after it. Records that carry their own checksum (as
+    beanq wrote them before 2026-12-07) are salvaged one by one instead."""
     rig = Rig(tmp_path / "wal")
     first = rig.put(b"first")
     engine = rig.engine
@@ -530,12 +555,17 @@ def test_a_corrupt_record_in_the_middle_loses_only_that_record(
     seq = rig.log._current().seq
     path = rig.path / f"binlog.{seq}"
     data = bytearray(path.read_bytes())
+    if records == "self-checked":
+        data = bytearray(_with_checked_records(bytes(data)))
+        path.write_bytes(bytes(data))
+        assert set(rig.crash().engine.jobs) == {first.id, last.id} | {j.id for j in batch}
     victim = data.find(b"batch 02")
     data[victim] ^= 0x01
     path.write_bytes(bytes(data))
     with caplog.at_level(logging.WARNING, logger="beanq"):
         after = rig.crash()
-    assert set(after.engine.jobs) == {first.id, last.id} | {j.id for j in batch} - {batch[2].id}
+    lost = {batch[2].id} if records == "self-checked" else {j.id for j in batch}
+    assert set(after.engine.jobs) == {first.id, last.id} | {j.id for j in batch} - lost
     assert f"binlog.{seq}:" in caplog.text
     _close_all(rig, after)
 
