@@ -82,7 +82,6 @@ import re
 import struct
 import threading
 import time
-import zlib
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable
@@ -100,6 +99,11 @@ from beanq.tubes import (
     restored_job,
     restored_keyed_job,
 )
+
+try:  # zlib's CRC-32, ~20x as fast on a frame (carry-less multiplication); same values
+    from isal.isal_zlib import crc32
+except ImportError:  # pragma: no cover - a platform without isal's wheels
+    from zlib import crc32
 
 log = logging.getLogger("beanq")
 
@@ -135,7 +139,7 @@ HS: Final = 80  # REC.size: a short record, a tombstone, the header of a full re
 FS: Final = 12  # FRAME.size
 assert REC.size == HS and FRAME.size == FS and FRESH_REC.size == HS and TOMB_REC.size == HS
 # Bound once: compiled code then calls them straight, without a look-up per record
-_crc32: Final = zlib.crc32
+_crc32: Final = crc32
 _pack_rec: Final = REC.pack
 _pack_fresh: Final = FRESH_REC.pack
 _pack_tomb: Final = TOMB_REC.pack
@@ -450,7 +454,7 @@ class _Scan(NamedTuple):
 
 
 def _header(max_id: int, next_stamp: int) -> bytes:
-    crc = zlib.crc32(SEG_HEADER.pack(SEG_MAGIC, SEG_VERSION, 0, max_id, next_stamp))
+    crc = crc32(SEG_HEADER.pack(SEG_MAGIC, SEG_VERSION, 0, max_id, next_stamp))
     return SEG_HEADER.pack(SEG_MAGIC, SEG_VERSION, crc, max_id, next_stamp)
 
 
@@ -460,7 +464,7 @@ def _read_header(buf: bytes) -> tuple[int, int] | None:
     magic, version, crc, max_id, next_stamp = SEG_HEADER.unpack_from(buf)
     if magic != SEG_MAGIC or version != SEG_VERSION:
         return None
-    if zlib.crc32(SEG_HEADER.pack(magic, version, 0, max_id, next_stamp)) != crc:
+    if crc32(SEG_HEADER.pack(magic, version, 0, max_id, next_stamp)) != crc:
         return None
     return max_id, next_stamp
 
@@ -476,7 +480,7 @@ def _record_ok(buf: bytes, mv: memoryview, q: int, n: int) -> int:
         return 0
     if state == D_DELETED and length != HS:
         return 0
-    return length if zlib.crc32(mv[q + 8 : q + length]) == crc else 0
+    return length if crc32(mv[q + 8 : q + length]) == crc else 0
 
 
 def _frame_ok(buf: bytes, mv: memoryview, p: int, n: int) -> int:
@@ -485,7 +489,7 @@ def _frame_ok(buf: bytes, mv: memoryview, p: int, n: int) -> int:
         return 0
     _, length, crc = FRAME.unpack_from(buf, p)
     end: int = p + FS + length
-    if length < HS or end > n or zlib.crc32(mv[p + FS : end]) != crc:
+    if length < HS or end > n or crc32(mv[p + FS : end]) != crc:
         return 0
     return end
 
