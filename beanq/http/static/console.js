@@ -16,7 +16,9 @@ const SVG = "http://www.w3.org/2000/svg";
 
 let session = { auth: "none", actions: false, bodies: false, csrf: null, via: "open" };
 let timer = null;
-let generation = 0; // bumped on every route change: late answers of old views are dropped
+// bumped whenever a view starts drawing: an answer that comes after a newer draw started
+// (an older poll, or another view's) is dropped
+let generation = 0;
 
 // --- small helpers ---------------------------------------------------------------------------
 
@@ -28,7 +30,7 @@ function h(tag, attrs, ...children) {
     else if (key === "class") el.className = value;
     else el.setAttribute(key, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -188,24 +190,33 @@ function show() {
   }
   const main = document.getElementById("main");
   main.replaceChildren();
-  const refresh = views[name](main, args, params, generation);
+  main.dataset.view = location.hash || "#/";
+  const refresh = views[name](main, args, params);
   current = { refresh };
-  const tick = async () => {
-    const mine = generation;
-    try {
-      await refresh(mine);
-    } catch (e) {
-      if (mine === generation && !(e instanceof ApiError && e.message === "not logged in")) {
-        flash(`Cannot reach the server: ${e.message}`, "error");
-      }
-    }
+  const tick = () => {
+    if (document.querySelector("button.armed")) return; // (a redraw would disarm it)
+    redraw();
   };
   tick();
   timer = setInterval(tick, name === "overview" ? POLL_OVERVIEW : POLL_OTHER);
 }
 
+// Draw the current view again now; only the newest draw lands.
+async function redraw() {
+  if (!current) return;
+  generation += 1;
+  const mine = generation;
+  try {
+    await current.refresh(mine);
+  } catch (e) {
+    if (mine === generation && !(e instanceof ApiError && e.message === "not logged in")) {
+      flash(`Cannot reach the server: ${e.message}`, "error");
+    }
+  }
+}
+
 function refreshNow() {
-  if (current) current.refresh(generation).catch(() => {});
+  redraw();
 }
 
 function go(hash) {
@@ -225,7 +236,7 @@ function header(stats) {
 
 // --- overview --------------------------------------------------------------------------------
 
-function overview(main, args, params, gen) {
+function overview(main) {
   const cards = h("section", { class: "stats", id: "stats" });
   const controls = h("section", { class: "controls", id: "drain-controls" });
   const charts = h("section", { class: "charts", id: "charts" });
@@ -255,7 +266,7 @@ function overview(main, args, params, gen) {
       stat("timeouts", stats["job-timeouts"], "job-timeouts"),
     );
     controls.replaceChildren(
-      h("span", { class: stats.draining ? "badge warn" : "badge ok", "data-draining": stats.draining },
+      h("span", { class: stats.draining ? "badge warn" : "badge ok", "data-draining": String(stats.draining) },
         stats.draining ? "Drain mode: puts are refused" : "Taking puts"),
       session.actions
         ? h("button", {
@@ -345,7 +356,7 @@ function tubes(main, args, params) {
     typing = setTimeout(() => {
       state.q = filter.value;
       state.offset = 0;
-      refresh(generation);
+      redraw();
     }, 200);
   });
   const setSort = (key) => {
@@ -355,7 +366,7 @@ function tubes(main, args, params) {
       state.order = key === "name" ? "asc" : "desc";
     }
     state.offset = 0;
-    refresh(generation);
+    redraw();
   };
   async function refresh(mine) {
     const query = new URLSearchParams({ q: state.q, sort: state.sort, order: state.order, offset: state.offset, limit: TUBES_PAGE });
@@ -383,8 +394,8 @@ function tubes(main, args, params) {
       ? `${num(data.offset + 1)}–${num(end)} of ${num(data.matched)}${data.matched !== data.total ? ` matching (${num(data.total)} tubes)` : " tubes"}`
       : `no tube matches (${num(data.total)} tubes)`;
     pager.replaceChildren(
-      h("button", { type: "button", id: "tubes-prev", disabled: state.offset === 0, onclick: () => { state.offset = Math.max(0, state.offset - TUBES_PAGE); refresh(generation); } }, "‹ Previous"),
-      h("button", { type: "button", id: "tubes-next", disabled: end >= data.matched, onclick: () => { state.offset += TUBES_PAGE; refresh(generation); } }, "Next ›"),
+      h("button", { type: "button", id: "tubes-prev", disabled: state.offset === 0, onclick: () => { state.offset = Math.max(0, state.offset - TUBES_PAGE); redraw(); } }, "‹ Previous"),
+      h("button", { type: "button", id: "tubes-next", disabled: end >= data.matched, onclick: () => { state.offset += TUBES_PAGE; redraw(); } }, "Next ›"),
     );
   }
   return refresh;
@@ -405,7 +416,7 @@ function tube(main, args, params) {
   const jobsHolder = h("div", { class: "table-wrap", id: "jobs" });
   const pager = h("div", { class: "pager" });
   const modes = h("div", { class: "modes" }, "Body preview: ",
-    ...["text", "hex"].map((m) => h("label", {}, h("input", { type: "radio", name: "mode", value: m, checked: m === view.mode, onchange: () => { view.mode = m; refresh(generation); } }), ` ${m}`)));
+    ...["text", "hex"].map((m) => h("label", {}, h("input", { type: "radio", name: "mode", value: m, checked: m === view.mode, onchange: () => { view.mode = m; redraw(); } }), ` ${m}`)));
   main.append(
     h("p", { class: "crumbs" }, h("a", { href: "#/tubes" }, "Tubes"), " / "),
     h("h1", {}, name),
@@ -451,14 +462,14 @@ function tube(main, args, params) {
     tabs.replaceChildren(...STATES.map((st) => h("button", {
       type: "button", role: "tab", "data-state": st, "aria-selected": st === view.state ? "true" : "false",
       class: st === view.state ? "tab active" : "tab",
-      onclick: () => { view.state = st; view.cursors = [0]; refresh(generation); },
+      onclick: () => { view.state = st; view.cursors = [0]; redraw(); },
     }, `${st} `, h("span", { class: "count" }, num(t[`current-jobs-${st}`])))));
     jobsHolder.replaceChildren(jobTable(page.jobs, view));
     const first = view.cursors.length === 1;
     pager.replaceChildren(
-      h("button", { type: "button", id: "jobs-prev", disabled: first, onclick: () => { view.cursors.pop(); refresh(generation); } }, "‹ Previous"),
+      h("button", { type: "button", id: "jobs-prev", disabled: first, onclick: () => { view.cursors.pop(); redraw(); } }, "‹ Previous"),
       h("span", { class: "muted", id: "jobs-page" }, `page ${view.cursors.length}`),
-      h("button", { type: "button", id: "jobs-next", disabled: page.next_after === null, onclick: () => { view.cursors.push(page.next_after); refresh(generation); } }, "Next ›"),
+      h("button", { type: "button", id: "jobs-next", disabled: page.next_after === null, onclick: () => { view.cursors.push(page.next_after); redraw(); } }, "Next ›"),
     );
   }
   return refresh;
@@ -474,19 +485,19 @@ function tubeActions(name, currentState) {
   const base = `/tubes/${enc(name)}`;
   return [
     h("div", { class: "action" },
-      h("button", { type: "button", id: "kick", onclick: () => act(`${base}/kick`, { bound: Number(kickN.value) }, (r) => `Kicked ${r.kicked} job${r.kicked === 1 ? "" : "s"}`) }, "Kick"),
+      h("button", { type: "button", id: "kick", onclick: () => act(`${base}/kick`, { bound: Number(kickN.value) }, (r) => `Kicked ${num(r.kicked)} job${r.kicked === 1 ? "" : "s"}`) }, "Kick"),
       kickN, h("span", { class: "muted" }, "buried jobs, or delayed ones if none is buried")),
     h("div", { class: "action" },
       h("button", { type: "button", id: "pause", onclick: () => act(`${base}/pause`, { seconds: Number(pauseS.value) }, () => `Paused ${name} for ${pauseS.value}s`) }, "Pause"),
       pauseS, h("span", { class: "muted" }, "seconds"),
       h("button", { type: "button", id: "unpause", onclick: () => act(`${base}/pause`, { seconds: 0 }, () => `Unpaused ${name}`) }, "Unpause")),
     h("div", { class: "action" },
-      confirmButton("Flush", "Really flush?", () => act(`${base}/flush`, { state: flushState.value }, (r) => `Flushed ${r.flushed} job${r.flushed === 1 ? "" : "s"}`), { id: "flush" }),
+      confirmButton("Flush", "Really flush?", () => act(`${base}/flush`, { state: flushState.value }, (r) => `Flushed ${num(r.flushed)} job${r.flushed === 1 ? "" : "s"}`), { id: "flush" }),
       flushState, h("span", { class: "muted" }, "jobs (deleted; reserved ones stay)")),
     h("div", { class: "action" },
       h("button", { type: "button", id: "move", onclick: () => {
         if (!moveTo.value) return flash("Name the tube to move jobs to", "error");
-        act(`${base}/move`, { to: moveTo.value, state: moveState.value, limit: Number(moveLimit.value) }, (r) => `Moved ${r.moved} job${r.moved === 1 ? "" : "s"} to ${moveTo.value}`);
+        act(`${base}/move`, { to: moveTo.value, state: moveState.value, limit: Number(moveLimit.value) }, (r) => `Moved ${num(r.moved)} job${r.moved === 1 ? "" : "s"} to ${moveTo.value}`);
       } }, "Move"),
       moveLimit, moveState, h("span", { class: "muted" }, "jobs to"), moveTo),
   ];
@@ -643,15 +654,15 @@ function connections(main, args, params) {
       h("td", { "data-col": "watch" }, c.watch.map((w, i) => [i ? ", " : "", h("a", { href: `#/tube/${enc(w)}` }, w)])),
       h("td", { "data-col": "reserved", "data-value": c.reserved.length, class: "num" },
         c.reserved.length ? [`${c.reserved.length}: `, c.reserved.slice(0, 5).map((id, i) => [i ? ", " : "", h("a", { href: `#/job/${id}` }, id)]), c.reserved.length > 5 ? " …" : ""] : "0"),
-      h("td", { "data-col": "waiting", "data-value": c.waiting }, c.waiting ? h("span", { class: "badge ok" }, "waiting") : ""),
+      h("td", { "data-col": "waiting", "data-value": String(c.waiting) }, c.waiting ? h("span", { class: "badge ok" }, "waiting") : ""),
       cell("idle", c.idle, duration(c.idle), "num"),
     ));
     holder.replaceChildren(table(["Id", "Address", "Role", "Uses", "Watches", "Jobs held", "Reserve", "Idle"].map((c, i) => h("th", { class: i === 5 || i === 7 ? "num" : "" }, c)), rows, { class: "data", id: "conns-table" }));
     const end = Math.min(offset + data.connections.length, data.total);
     summary.textContent = data.total ? `${num(offset + 1)}–${num(end)} of ${num(data.total)} connections` : "No connections.";
     pager.replaceChildren(
-      h("button", { type: "button", disabled: offset === 0, onclick: () => { offset = Math.max(0, offset - CONNS_PAGE); refresh(generation); } }, "‹ Previous"),
-      h("button", { type: "button", disabled: end >= data.total, onclick: () => { offset += CONNS_PAGE; refresh(generation); } }, "Next ›"),
+      h("button", { type: "button", disabled: offset === 0, onclick: () => { offset = Math.max(0, offset - CONNS_PAGE); redraw(); } }, "‹ Previous"),
+      h("button", { type: "button", disabled: end >= data.total, onclick: () => { offset += CONNS_PAGE; redraw(); } }, "Next ›"),
     );
   }
   return refresh;
