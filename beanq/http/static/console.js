@@ -59,9 +59,10 @@ function duration(seconds) {
   if (seconds === null || seconds === undefined) return "–";
   let t = Math.max(0, Math.floor(seconds));
   if (t < 60) return `${t}s`;
-  if (t < 3600) return `${Math.floor(t / 60)}m ${t % 60}s`;
-  if (t < 86400) return `${Math.floor(t / 3600)}h ${Math.floor((t % 3600) / 60)}m`;
-  return `${Math.floor(t / 86400)}d ${Math.floor((t % 86400) / 3600)}h`;
+  const two = (big, bigUnit, small, smallUnit) => (small ? `${big}${bigUnit} ${small}${smallUnit}` : `${big}${bigUnit}`);
+  if (t < 3600) return two(Math.floor(t / 60), "m", t % 60, "s");
+  if (t < 86400) return two(Math.floor(t / 3600), "h", Math.floor((t % 3600) / 60), "m");
+  return two(Math.floor(t / 86400), "d", Math.floor((t % 86400) / 3600), "h");
 }
 
 function bytes(n) {
@@ -228,10 +229,8 @@ function go(hash) {
 
 function header(stats) {
   const el = document.getElementById("server");
-  el.replaceChildren(
-    h("span", { class: "muted" }, `${stats.version} · ${stats.hostname} · up ${duration(stats.uptime)}`),
-    stats.draining ? h("span", { class: "badge warn", id: "draining-badge" }, "draining") : null,
-  );
+  el.replaceChildren(h("span", { class: "muted" }, `${stats.version} · ${stats.hostname} · up ${duration(stats.uptime)}`));
+  if (stats.draining) el.append(h("span", { class: "badge warn", id: "draining-badge" }, "draining"));
 }
 
 // --- overview --------------------------------------------------------------------------------
@@ -691,6 +690,9 @@ async function start() {
   }
   window.addEventListener("hashchange", show);
   show();
+  const top = () => api("/stats").then(header, () => {});
+  top();
+  setInterval(top, 10000);
 }
 
 document.addEventListener("DOMContentLoaded", start);
