@@ -251,6 +251,7 @@ def _webdriver() -> Any:
             )
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # (the page's console)
     for arg in (
         "--headless=new",
         "--no-sandbox",
@@ -609,6 +610,7 @@ def test_browser_connections_page(browser: Any, scene: Scene) -> None:
 
 
 def test_browser_read_only_console_and_ten_thousand_tubes(browser: Any) -> None:
+    browser.get_log("browser")  # (forget what earlier tests logged: 401s of the login)
     with console_server() as (port, client, url):
         bs = Beanstalk(port)
         lines: list[tuple[str, bytes | None]] = []
@@ -638,5 +640,8 @@ def test_browser_read_only_console_and_ten_thousand_tubes(browser: Any) -> None:
         assert not all_css(browser, "td[data-col=preview]")  # bodies hidden
         assert all_css(browser, "#read-only")
         shot(browser, "13-read-only-tube")
+        # no script error, no request refused, nothing the Content-Security-Policy blocked
+        logged = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert logged == []
         bs.close()
         client.close()

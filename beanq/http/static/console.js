@@ -316,8 +316,8 @@ function niceMax(v) {
 }
 
 function shortNum(v) {
-  if (v >= 1e6) return `${+(v / 1e6).toFixed(1)}M`;
-  if (v >= 1e3) return `${+(v / 1e3).toFixed(1)}k`;
+  if (v >= 1e6) return `${+(v / 1e6).toFixed(2)}M`;
+  if (v >= 1e3) return `${+(v / 1e3).toFixed(2)}k`;
   return `${+v.toFixed(1)}`;
 }
 
