@@ -513,4 +513,9 @@ def http_table(h: dict[str, Any]) -> str:
         )
     elif many:
         rows.append(f"/metrics scrape at many tubes: {many.get('error')}")
+    if many and "tubes_page_median_s" in many:
+        rows.append(
+            f"console tubes page (50 of {many['tubes']:,}, sorted by ready): median"
+            f" {many['tubes_page_median_s'] * 1e3:.1f} ms"
+        )
     return "\n".join(rows) or "(no figures)"

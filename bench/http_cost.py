@@ -139,6 +139,11 @@ def scrape_at_many_tubes(kind: ServerKind, tubes: int) -> dict[str, Any]:
         times = sorted(_scrape(http_port) for _ in range(SCRAPES_AT_MANY_TUBES))
         out["scrape_s"] = times
         out["median_s"] = times[len(times) // 2]
+        # the console's tubes table there: one page, sorted by ready, busiest first
+        page = "/api/v1/tubes?q=&sort=ready&order=desc&offset=0&limit=50"
+        pages = sorted(_scrape(http_port, page) for _ in range(SCRAPES_AT_MANY_TUBES))
+        out["tubes_page_s"] = pages
+        out["tubes_page_median_s"] = pages[len(pages) // 2]
     except Exception as e:
         out["error"] = f"{type(e).__name__}: {e}"
     finally:

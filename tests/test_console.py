@@ -100,6 +100,39 @@ def wait_for(what: Callable[[], T], message: str, timeout: float = WAIT) -> T:
         time.sleep(0.1)
 
 
+# --- rates, in process ---------------------------------------------------------------------
+
+
+def test_rates_per_second_from_sampled_counters() -> None:
+    from beanq.http.rates import TUBE_INTERVAL, Rates
+    from beanq.tubes import Engine, Job
+
+    clock = [100.0]
+    engine = Engine(clock[0])
+    rates = Rates(engine, lambda: clock[0])
+    producer = engine.connect()
+    engine.use(producer, b"busy")
+    rates.sample()
+    rates.want_tubes()  # (a first snapshot of the tubes' counters)
+    for _ in range(6):
+        engine.put(producer, 0, 0, 60, b"x", clock[0])
+    clock[0] += 2.0
+    rates.sample()
+    engine.watch(producer, b"busy")
+    for _ in range(3):
+        job = engine.reserve(producer, 0, clock[0])
+        assert isinstance(job, Job)
+        assert engine.delete(producer, job.id, clock[0])
+    clock[0] += TUBE_INTERVAL
+    rates.sample()  # (and the second snapshot: the tubes table asked lately)
+    # [seconds before now, puts/s, reserves/s, deletes/s, timeouts/s]
+    assert rates.series() == [[-TUBE_INTERVAL, 3.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.6, 0.6, 0.0]]
+    busy = engine.find_tube(b"busy")
+    assert busy is not None
+    # over the 7 s between the two snapshots: 6 puts, 3 reserves, 3 deletes
+    assert rates.tube_rates(busy) == (6 / 7, 3 / 7, 3 / 7)
+
+
 # --- actions and the gate over HTTP (no browser) -------------------------------------------
 
 
