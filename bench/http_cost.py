@@ -26,7 +26,7 @@ SCRAPES_AT_MANY_TUBES = 7
 # that polls fastest) every POLL_OVERVIEW, the server line every 10 s, and a tubes table
 # (sorted, one page) every POLL_OTHER, as if both were open. (seconds, paths)
 CONSOLE_POLLS = (
-    (1.0, ("/api/v1/stats", "/api/v1/rates")),
+    (1.0, ("/api/v1/stats", "/api/v1/rates?seconds=300")),
     (10.0, ("/api/v1/stats",)),
     (2.0, ("/api/v1/tubes?q=&sort=name&order=asc&offset=0&limit=50",)),
 )

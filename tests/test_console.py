@@ -232,6 +232,11 @@ def test_read_only_without_a_token_file() -> None:
         assert page.status_code == 200 and "console.js" in page.text
         assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
         assert client.get("/login", follow_redirects=False).status_code == 303
+        rates = client.get("/api/v1/rates", params={"seconds": 300}).json()
+        assert rates["interval"] == 1 and all(-300 <= point[0] <= 0 for point in rates["points"])
+        assert client.get("/api/v1/rates", params={"seconds": 601}).status_code == 400
+        assert client.get("/api/v1/tubes", params={"sort": "nope"}).status_code == 400
+        assert client.get("/api/v1/tubes", params={"limit": 0}).status_code == 400
         bs.close()
 
 

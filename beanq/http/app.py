@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from beanq.http import actions, console
 from beanq.http.auth import Access, Gate
 from beanq.http.metrics import EngineCollector, registry
+from beanq.http.rates import KEEP as RATES_KEEP
 from beanq.http.rates import Rates
 from beanq.http.view import EngineView, state_name
 from beanq.operations import Operations
@@ -122,7 +123,11 @@ def build(
         return JSONResponse(values)
 
     async def rate_series(request: Request) -> Response:
-        return JSONResponse({"interval": 1, "points": rates.series()})
+        seconds = _number(request.query_params.get("seconds", str(RATES_KEEP)))
+        if seconds is None or not 1 <= seconds <= RATES_KEEP:
+            return error(400, "bad_request", f"seconds must be from 1 to {RATES_KEEP}")
+        points = [p for p in rates.series() if p[0] >= -seconds]
+        return JSONResponse({"interval": 1, "points": points})
 
     async def tubes(request: Request) -> Response:
         query = request.query_params

@@ -247,7 +247,7 @@ function overview(main) {
     ["timeouts", "Timeouts", 4],
   ];
   return async (mine) => {
-    const [stats, rates] = await Promise.all([api("/stats"), api("/rates")]);
+    const [stats, rates] = await Promise.all([api("/stats"), api(`/rates?seconds=${CHART_SECONDS}`)]);
     if (mine !== generation) return;
     header(stats);
     cards.replaceChildren(
@@ -372,7 +372,11 @@ function tubes(main, args, params) {
     const data = await api(`/tubes?${query}`);
     if (mine !== generation) return;
     const head = TUBE_COLUMNS.map(([field, label, key]) =>
-      h("th", { class: `sortable${state.sort === key ? " sorted" : ""}${field === "name" ? "" : " num"}`, "data-sort": key, onclick: () => setSort(key) },
+      h("th", {
+        class: `sortable${state.sort === key ? " sorted" : ""}${field === "name" ? "" : " num"}`,
+        "data-sort": key, tabindex: 0, "aria-sort": state.sort === key ? (state.order === "asc" ? "ascending" : "descending") : null,
+        onclick: () => setSort(key), onkeydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); setSort(key); } },
+      },
         label, state.sort === key ? (state.order === "asc" ? " ▲" : " ▼") : ""));
     const rows = data.tubes.map((t) => h("tr", { "data-tube": t.name },
       h("td", { "data-col": "name", "data-value": t.name }, h("a", { href: `#/tube/${enc(t.name)}` }, t.name)),
