@@ -110,7 +110,7 @@ async function act(path, params, done) {
       body: JSON.stringify(params || {}),
     });
     flash(done(result), "ok");
-    refreshNow();
+    redraw();
     return result;
   } catch (e) {
     flash(`Failed: ${e.message}`, "error");
@@ -214,10 +214,6 @@ async function redraw() {
       flash(`Cannot reach the server: ${e.message}`, "error");
     }
   }
-}
-
-function refreshNow() {
-  redraw();
 }
 
 function go(hash) {
