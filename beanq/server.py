@@ -201,14 +201,16 @@ _WRITE = select.EPOLLOUT
 
 
 class _Client:
-    __slots__ = ("conn", "fd", "mask", "sock", "wbuf")
+    __slots__ = ("active", "addr", "conn", "fd", "mask", "sock", "wbuf")
 
-    def __init__(self, sock: socket.socket, conn: Connection) -> None:
+    def __init__(self, sock: socket.socket, conn: Connection, addr: Any, now: float) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.conn = conn
         self.wbuf = bytearray()  # replies the socket did not take yet
         self.mask = _READ
+        self.addr = addr  # the peer's address as accept() gave it (for the HTTP console)
+        self.active = now  # when it last sent something (for the HTTP console)
 
 
 class _Syncer:
@@ -301,6 +303,7 @@ class EpollLoop:
         self._refused_warned = False
         self._peak_weight = 0
         self._memory_checked = 0.0
+        self._sync_waiters: list[tuple[int, Callable[[], None]]] = []  # see settle
 
     def close(self) -> None:
         now = self.clock()
@@ -456,6 +459,7 @@ class EpollLoop:
             self._drop(client, now)
             return
         if data:
+            client.active = now
             conn.receive(data, now, self._first)  # (the rest: when these are sent)
             if conn.held > HELD_HIGH_WATER:  # behind a blocked reserve, or a slow reader's
                 # stop reading; a blocked client still gets TIMED_OUT if it hangs up
@@ -603,6 +607,12 @@ class EpollLoop:
     def _release(self, synced_seq: int) -> None:
         """An fsync covering batches up to ``synced_seq`` finished: send their replies."""
         now = self.clock()
+        if self._sync_waiters:
+            waiters = self._sync_waiters
+            self._sync_waiters = [w for w in waiters if w[0] > synced_seq]
+            for seq, callback in waiters:
+                if seq <= synced_seq:
+                    callback()
         held = self._held
         while held and held[0][0] <= synced_seq:
             for client, data in held.popleft()[1]:
@@ -610,6 +620,34 @@ class EpollLoop:
                     continue
                 self._send(client, data)  # closes the client too, once all is out
         self._flush_dirty(now)  # connections that drained may have answered more
+
+    # --- for the HTTP console ----------------------------------------------------------------
+
+    def settle(self, now: float, synced: Callable[[], None]) -> bool:
+        """After a change made outside any connection (the HTTP console's actions, through
+        ``beanq.operations``): hand what it made ready to waiting reserves, write its binlog
+        records and send the replies, as after a batch of commands. With -f 0 the change is
+        acknowledged once durable, like a command's reply: returns True when ``synced`` will
+        be called after the fsync that covers it, False when there is nothing to wait for."""
+        written = self.written_seq
+        self._flush_dirty(now)
+        if not self.sync_before_reply or self.written_seq == written:
+            return False
+        self._sync_waiters.append((self.written_seq, synced))
+        self._held.append((self.written_seq, []))
+        self._ask_sync()
+        return True
+
+    def peer(self, conn: Connection | None) -> tuple[str, float] | None:
+        """The connection's peer address and when it last sent something (None: gone)."""
+        client = None if conn is None else self._by_conn.get(conn)
+        if client is None:
+            return None
+        addr = client.addr
+        if isinstance(addr, tuple):
+            host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
+            return f"{host}:{addr[1]}", client.active
+        return f"unix:{addr or ''}", client.active
 
     def _send(self, client: _Client, data: bytes) -> None:
         """Send what the socket takes; keep the rest, and stop reading a client whose unsent
@@ -659,7 +697,7 @@ class EpollLoop:
                 self._pause_accepting(now, OSError(errno.EMFILE, "descriptor reserve reached"))
                 return
             try:
-                sock, _addr = self.listener.accept()
+                sock, addr = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -674,7 +712,7 @@ class EpollLoop:
                 continue
             sock.setblocking(False)
             conn = self.hub.open()
-            client = _Client(sock, conn)
+            client = _Client(sock, conn, addr, now)
             self.clients[client.fd] = client
             self._by_conn[conn] = client
             self.epoll.register(client.fd, client.mask)
@@ -857,6 +895,15 @@ def _enter_drain_mode(hub: Hub) -> None:
         log.info("entering drain mode")
 
 
+def _set_drain_mode(hub: Hub, on: bool) -> None:
+    """Drain mode from the HTTP console: on as SIGUSR1 sets it, or off again."""
+    if on:
+        _enter_drain_mode(hub)
+    elif hub.draining:
+        hub.draining = False
+        log.info("leaving drain mode")
+
+
 async def _serve(
     loop: EpollLoop,
     fsync_ms: int | None,
@@ -910,11 +957,21 @@ async def _serve_http(loop: EpollLoop, config: Config, token: str | None) -> Non
         draining=lambda: hub.draining,
         sessions=hub.connections.keys,
         binlog=loop.journal,
+        peer=lambda session: loop.peer(hub.connections.get(session)),
     )
+
+    async def settle(now: float) -> None:
+        synced = trio.Event()
+        if loop.settle(now, synced.set):
+            await synced.wait()
+
+    from beanq.operations import Operations
+
+    operations = Operations(hub.engine, loop.clock, settle, lambda on: _set_drain_mode(hub, on))
     settings = http.Settings(
         token=token, show_bodies=config.http_show_bodies, max_tubes=config.metrics_max_tubes
     )
-    await http.serve(view, settings, sock)
+    await http.serve(view, settings, sock, operations)
 
 
 async def _handle_signals(hub: Hub, scope: trio.CancelScope, stop: threading.Event) -> None:

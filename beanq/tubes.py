@@ -873,13 +873,14 @@ class Engine:
         self._reserve(s, job, now)
         return job
 
-    def delete(self, s: Session, job_id: int, now: float = -1.0) -> bool:
-        """``now``, when given, times the job's reserve-to-delete span while ``observing``."""
+    def delete(self, s: Session | None, job_id: int, now: float = -1.0) -> bool:
+        """``now``, when given, times the job's reserve-to-delete span while ``observing``.
+        ``s`` None (the HTTP console): any job but a reserved one."""
         job = self.jobs.get(job_id)
         if job is None:
             return False
         if job.state == State.RESERVED:
-            if job.reserver is not s:
+            if s is None or job.reserver is not s:
                 return False
             if self.observing and now >= 0.0:
                 start = self.reserve_times.get(job)
@@ -939,7 +940,10 @@ class Engine:
 
     def kick(self, s: Session, bound: int, now: float) -> int:
         """Kick up to ``bound`` jobs of the used tube: buried ones if any, else delayed ones."""
-        tube = s.use
+        return self.kick_tube(s.use, bound, now)
+
+    def kick_tube(self, tube: Tube, bound: int, now: float) -> int:
+        """``kick`` on ``tube`` (the HTTP console's kick names the tube instead of using it)."""
         kicked = 0
         if tube.buried:
             while kicked < bound and tube.buried:

@@ -313,7 +313,8 @@ HTTP_RUN_SECONDS = 3.0  # at least, per put run: a few scrapes land in each
 
 
 def run_http(run: Runner, results: dict[str, Any]) -> None:
-    """beanq with --http and a scrape a second against beanq without --http, alternated
+    """beanq with --http, a scrape a second and an open console's polling against beanq
+    without --http, alternated
     (drift hits both alike); then one scrape's time at many tubes."""
     kind = beanq_kind()
     duration = max(HTTP_RUN_SECONDS, run.args.duration)
@@ -326,7 +327,7 @@ def run_http(run: Runner, results: dict[str, Any]) -> None:
                 kind, run.lg, with_http=with_http, duration=duration, workers=run.args.workers
             )
             runs["with" if with_http else "without"].append(res)
-            side = "with --http, scraped" if with_http else "without --http"
+            side = "with --http, scraped, console open" if with_http else "without --http"
             run.log(
                 f"http r{r} put c50 {side}: {res.get('ops_per_s', 0):,.0f} ops/s"
                 + (f" ERROR {res['error']}" if "error" in res else "")
@@ -500,7 +501,8 @@ def http_table(h: dict[str, Any]) -> str:
     b = report.median(x["ops_per_s"] for x in runs.get("with", []) if "ops_per_s" in x)
     if a and b:
         rows.append(
-            f"put c50 with --http and a /metrics scrape a second: {b:,.0f} ops/s,"
+            f"put c50 with --http, a /metrics scrape a second and an open console:"
+            f" {b:,.0f} ops/s,"
             f" without --http {a:,.0f}: ratio {b / a:.3f} (target >= 0.97)"
         )
     many = h.get("scrape_many_tubes")
@@ -511,4 +513,9 @@ def http_table(h: dict[str, Any]) -> str:
         )
     elif many:
         rows.append(f"/metrics scrape at many tubes: {many.get('error')}")
+    if many and "tubes_page_median_s" in many:
+        rows.append(
+            f"console tubes page (50 of {many['tubes']:,}, sorted by ready): median"
+            f" {many['tubes_page_median_s'] * 1e3:.1f} ms"
+        )
     return "\n".join(rows) or "(no figures)"

@@ -1,14 +1,16 @@
 """--http: what the HTTP side costs the queue, and what one scrape costs at many tubes.
 
-Two figures. Put throughput at 50 connections with ``--http`` and a ``/metrics`` scrape every
-second, against the same beanq without ``--http``, alternated A B over rounds in one run
-(target: a ratio of at least 0.97). And the time of one ``/metrics`` scrape with 10,000
+Two figures. Put throughput at 50 connections with ``--http``, a ``/metrics`` scrape every
+second and an open web console (the requests its pages make, at their intervals: see
+CONSOLE_POLLS), against the same beanq without ``--http``, alternated A B over rounds in one
+run (target: a ratio of at least 0.97). And the time of one ``/metrics`` scrape with 10,000
 tubes alive (target: under 100 ms); the default ``--metrics-max-tubes`` caps the series.
 The HTTP client is the standard library's, so the bench needs no HTTP extra of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import urllib.request
@@ -20,12 +22,20 @@ from bench.servers import Server, ServerKind, free_port
 
 SCRAPE_EVERY = 1.0  # seconds between scrapes during the throughput runs
 SCRAPES_AT_MANY_TUBES = 7
+# What an open console asks, as beanq/http/static/console.js does: the overview (the page
+# that polls fastest) every POLL_OVERVIEW, the server line every 10 s, and a tubes table
+# (sorted, one page) every POLL_OTHER, as if both were open. (seconds, paths)
+CONSOLE_POLLS = (
+    (1.0, ("/api/v1/stats", "/api/v1/rates?seconds=300")),
+    (10.0, ("/api/v1/stats",)),
+    (2.0, ("/api/v1/tubes?q=&sort=name&order=asc&offset=0&limit=50",)),
+)
 
 
-def _scrape(port: int) -> float:
-    """One GET /metrics with its body read; seconds it took."""
+def _scrape(port: int, path: str = "/metrics") -> float:
+    """One GET with its body read; seconds it took."""
     started = time.perf_counter()
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as response:
         response.read()
     return time.perf_counter() - started
 
@@ -43,10 +53,15 @@ def _wait_http(port: int, timeout: float = 30.0) -> None:
 
 
 class Scraper:
-    """Scrapes /metrics every SCRAPE_EVERY seconds on a thread, as Prometheus would."""
+    """GETs ``paths`` every ``every`` seconds on a thread: /metrics as Prometheus would, or
+    the API as an open console does."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(
+        self, port: int, paths: tuple[str, ...] = ("/metrics",), every: float = SCRAPE_EVERY
+    ) -> None:
         self.port = port
+        self.paths = paths
+        self.every = every
         self.times: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scraper", daemon=True)
@@ -60,17 +75,19 @@ class Scraper:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        while not self._stop.wait(SCRAPE_EVERY):
-            try:
-                self.times.append(_scrape(self.port))
-            except OSError:
-                self.times.append(float("nan"))
+        while not self._stop.wait(self.every):
+            for path in self.paths:
+                try:
+                    self.times.append(_scrape(self.port, path))
+                except OSError:
+                    self.times.append(float("nan"))
 
 
 def put_with_scrapes(
     kind: ServerKind, lg: LoadGen, *, with_http: bool, duration: float, workers: int
 ) -> dict[str, Any]:
-    """Put throughput at 50 connections, with --http and scrapes or without --http."""
+    """Put throughput at 50 connections, with --http, scrapes and an open console, or
+    without --http."""
     http_port = free_port()
     flags = ("--http", f"127.0.0.1:{http_port}") if with_http else ()
     server = Server(kind, flags=flags)
@@ -88,10 +105,14 @@ def put_with_scrapes(
             hard_timeout=duration + 30.0,
         )
         if with_http:
-            with Scraper(http_port) as scraper:
+            console = [Scraper(http_port, paths, every) for every, paths in CONSOLE_POLLS]
+            with Scraper(http_port) as scraper, contextlib.ExitStack() as stack:
+                for poller in console:
+                    stack.enter_context(poller)
                 result = lg.run(spec, server.pid)
             out["scrapes"] = len(scraper.times)
             out["scrape_s"] = scraper.times
+            out["console_requests"] = sum(len(p.times) for p in console)
         else:
             result = lg.run(spec, server.pid)
         out["ops_per_s"] = result.ops_per_s
@@ -118,6 +139,11 @@ def scrape_at_many_tubes(kind: ServerKind, tubes: int) -> dict[str, Any]:
         times = sorted(_scrape(http_port) for _ in range(SCRAPES_AT_MANY_TUBES))
         out["scrape_s"] = times
         out["median_s"] = times[len(times) // 2]
+        # the console's tubes table there: one page, sorted by ready, busiest first
+        page = "/api/v1/tubes?q=&sort=ready&order=desc&offset=0&limit=50"
+        pages = sorted(_scrape(http_port, page) for _ in range(SCRAPES_AT_MANY_TUBES))
+        out["tubes_page_s"] = pages
+        out["tubes_page_median_s"] = pages[len(pages) // 2]
     except Exception as e:
         out["error"] = f"{type(e).__name__}: {e}"
     finally:

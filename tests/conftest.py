@@ -50,3 +50,23 @@ settings.register_profile(
     phases=[phase for phase in Phase if phase is not Phase.explain],
 )
 settings.load_profile("beanq")
+
+
+_SESSION_STARTED = [0.0]
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "build" / "screenshots"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    import time
+
+    _SESSION_STARTED[0] = time.time()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name the folder of the console's screenshots (tests/test_console.py) taken this run."""
+    if not SCREENSHOTS.is_dir():
+        return
+    taken = [p for p in SCREENSHOTS.glob("*.png") if p.stat().st_mtime >= _SESSION_STARTED[0]]
+    if taken:
+        terminalreporter.write_sep("-", "console screenshots")
+        terminalreporter.write_line(f"{len(taken)} screenshots in {SCREENSHOTS}")

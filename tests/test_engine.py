@@ -297,8 +297,9 @@ class EngineMachine(RuleBasedStateMachine):
         job.state = State.BURIED
         self._count(job, "buries")
 
-    @rule(s=st.integers(0, 2), bound=st.integers(0, 3))
-    def kick(self, s: int, bound: int) -> None:
+    @rule(s=st.integers(0, 2), bound=st.integers(0, 3), console=st.booleans())
+    def kick(self, s: int, bound: int, console: bool) -> None:
+        """``console``: the HTTP console's kick, naming the tube (``kick_tube``)."""
         session = self.sessions[s]
         tube = self.use[session.id]
         buried = [j for j in self.model.values() if j.tube == tube and j.state == State.BURIED]
@@ -309,7 +310,13 @@ class EngineMachine(RuleBasedStateMachine):
                 j for j in self.model.values() if j.tube == tube and j.state == State.DELAYED
             ]
             victims = sorted(delayed, key=lambda j: (j.deadline, j.id))[:bound]
-        assert self.engine.kick(session, bound, self.now) == len(victims)
+        if console:
+            found = self.engine.find_tube(tube)
+            assert found is not None  # (used by the session)
+            kicked = self.engine.kick_tube(found, bound, self.now)
+        else:
+            kicked = self.engine.kick(session, bound, self.now)
+        assert kicked == len(victims)
         for job in victims:
             job.state = State.READY
             self._count(job, "kicks")
@@ -321,13 +328,16 @@ class EngineMachine(RuleBasedStateMachine):
             order.extend(tube.buried)
         return order
 
-    @rule(s=st.integers(0, 2), data=st.data())
+    @rule(s=st.integers(0, 3), data=st.data())
     def delete(self, s: int, data: st.DataObject) -> None:
-        session = self.sessions[s]
+        """``s`` 3: the HTTP console's delete (no session): any job but a reserved one."""
+        session = self.sessions[s] if s < 3 else None
         job_id = data.draw(st.sampled_from([*self.model, 999_999]))
         job = self.model.get(job_id)
         ok = self.engine.delete(session, job_id, self.now)
-        allowed = job is not None and (job.state != State.RESERVED or job.reserver == session.id)
+        allowed = job is not None and (
+            job.state != State.RESERVED or (session is not None and job.reserver == session.id)
+        )
         assert ok == allowed
         if ok:
             assert job is not None

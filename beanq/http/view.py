@@ -9,7 +9,7 @@ the pieces the hub owns, so the HTTP package never reaches into connections or t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from beanq.binlog import BinlogMetrics
@@ -38,6 +38,7 @@ class EngineView:
         draining: Callable[[], bool],
         sessions: Callable[[], Iterable[Session]],
         binlog: BinlogView | None = None,
+        peer: Callable[[Session], tuple[str, float] | None] = lambda session: None,
     ) -> None:
         self.engine = engine
         self.host = host
@@ -46,6 +47,7 @@ class EngineView:
         self._draining = draining
         self._sessions = sessions
         self.binlog = binlog
+        self._peer = peer
 
     # --- health ----------------------------------------------------------------------------
 
@@ -74,6 +76,10 @@ class EngineView:
     def sessions(self) -> Iterable[Session]:
         return self._sessions()
 
+    def peer(self, session: Session) -> tuple[str, float] | None:
+        """The session's peer address and when it last sent something (None: unknown)."""
+        return self._peer(session)
+
     # --- tubes and jobs --------------------------------------------------------------------
 
     def tubes(self) -> list[Tube]:
@@ -100,21 +106,12 @@ class EngineView:
     def job_file(self, job: Job) -> int:
         return self.binlog.job_file(job) if self.binlog is not None else 0
 
-    def jobs_of(self, tube: Tube, state: State) -> Iterator[Job]:
-        """Every job of the tube in that state, in no particular order: O(jobs in it), for
-        the API's pages (the caller keeps only the ids it wants)."""
-        if state is State.READY:
-            return (e[2] for e in tube.ready if e[2].entry is e)
-        if state is State.DELAYED:
-            return (e[2] for e in tube.delayed if e[2].entry is e)
-        if state is State.BURIED:
-            return iter(list(tube.buried.values()))
-        return (
-            job
-            for session in list(self.sessions())
-            for job in list(session.reserved.values())
-            if job.tube is tube
-        )
+    def job_page(self, tube: Tube, state: State, after: int, limit: int) -> list[Job]:
+        """The tube's jobs in ``state`` with ids above ``after``, smallest first, at most
+        ``limit``: O(log n + limit) from the tube's id indexes (``beanq-list``)."""
+        ids = self.engine.list_ids(tube.name, state, after, limit)
+        jobs = self.engine.jobs
+        return [jobs[i] for i in ids if i in jobs]
 
 
 def state_name(job: Job) -> str:
