@@ -27,14 +27,15 @@ $(STAMP): pyproject.toml
 		printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/client" > "$$pth"; done
 	touch $(STAMP)
 
-# The compile: setup.py's build_ext, in place, as a wheel build runs it (a module compiled
-# before a failed build is removed first, never left to shadow a newer source).
+# The compile: setup.py's build_ext, in place, as a wheel build runs it. Forced, so that every
+# module is newer than its source (the tests check) even where mypyc's C came out the same; a
+# module compiled before a failed build is removed first, never left to shadow a newer source.
 # compileall: bytecode for the modules that run before the daemon listens, also where the
 # environment says not to write any (PYTHONDONTWRITEBYTECODE): compiling them at each start
 # costs more than the interpreter's own start-up.
 $(COMPILED): $(STAMP) $(wildcard beanq/*.py) setup.py
 	rm -f beanq/*.so
-	$(BIN)/python setup.py -q build_ext --inplace
+	$(BIN)/python setup.py -q build_ext --inplace --force
 	$(BIN)/python -m compileall -q beanq client/beanq_client
 	touch $(COMPILED)
 
