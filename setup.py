@@ -79,13 +79,14 @@ def _extensions() -> list[Any]:
             [*options, *sources], opt_level="3", group_name=INFO["GROUP"], target_dir=str(BUILD)
         )
     except (Exception, SystemExit) as exc:  # mypy reports type errors as SystemExit
-        _notice(f"mypyc failed: {exc}")
+        _notice(f"mypyc failed: {type(exc).__name__}, see above")
         return []
     return extensions
 
 
 class BuildExt(build_ext):  # type: ignore[misc]
-    """build_ext that falls back to the pure modules when the compiler itself fails."""
+    """build_ext that falls back to the pure modules when the compiler itself fails (the
+    wheel keeps its platform tag then: the tag is settled before anything compiles)."""
 
     def run(self) -> None:
         try:
@@ -94,7 +95,7 @@ class BuildExt(build_ext):  # type: ignore[misc]
             for output in self.get_outputs():
                 Path(output).unlink(missing_ok=True)
             self.extensions: list[Any] = []
-            _notice(f"the C build failed: {exc}")
+            _notice(f"the C build failed: {type(exc).__name__}, see above")
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})
