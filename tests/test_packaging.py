@@ -95,7 +95,7 @@ class Venv:
 
 
 class Built:
-    """The sdist, the wheels made from it, and venvs with each wheel installed."""
+    """The sdist and the two wheels made from it, with the pure build's output."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
