@@ -37,7 +37,7 @@ Options:
           max allowed is 1073741824 bytes
  -s BYTES set the size of each write-ahead log file (default is 10485760);
           will be rounded up to a multiple of 4096 bytes
- -v       show version information
+ -v       show version information and whether this build is compiled (also --version)
  -V       increase verbosity
  -h       show this help
 
@@ -83,6 +83,13 @@ def _warn(prog: str, message: str) -> None:
 def _usage(prog: str, code: int) -> UsageExit:
     print(USAGE.format(prog=prog), file=sys.stderr, end="")
     return UsageExit(code)
+
+
+def _version() -> UsageExit:
+    from beanq import buildinfo
+
+    print(f"beanq {__version__} ({buildinfo.describe()})")
+    return UsageExit(0)
 
 
 def _size(prog: str, text: str) -> int:
@@ -149,6 +156,8 @@ def parse_args(argv: Sequence[str], prog: str = "beanq") -> Config:
                     values["user"] = value
                 else:
                     values["binlog_dir"] = value
+            elif arg == "--version":
+                raise _version()
             elif flag == "-" and arg[2:] in SWITCHES:
                 values[arg[2:].replace("-", "_")] = True
                 break
@@ -186,8 +195,7 @@ def parse_args(argv: Sequence[str], prog: str = "beanq") -> Config:
             elif flag == "h":
                 raise _usage(prog, 0)
             elif flag == "v":
-                print(f"beanq {__version__}")
-                raise UsageExit(0)
+                raise _version()
             else:
                 _warn(prog, f"unknown flag: {arg}")
                 raise _usage(prog, 5)

@@ -41,7 +41,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from beanq import __version__, protocol
+from beanq import __version__, buildinfo, protocol
 from beanq.config import Config, StartupError
 from beanq.dispatch import BinlogStats, Connection, HostInfo, Hub
 from beanq.tubes import Engine, Job
@@ -112,7 +112,7 @@ def host_info() -> HostInfo:
         return ru.ru_utime, ru.ru_stime
 
     return HostInfo(
-        version=f"beanq-{__version__}",
+        version=f"beanq-{__version__}+{buildinfo.build()}",  # beanq-0.1.0+mypyc
         pid=os.getpid(),
         hostname=uname.nodename,
         os=uname.version,
@@ -820,6 +820,7 @@ def run(config: Config, listening: _socket.socket, lock: tuple[int, str] | None 
     """Serve until SIGTERM or SIGINT on ``listening`` (``beanq.listener``'s bare socket).
     Serving starts at once; trio joins when imported."""
     listener = socket.socket(fileno=listening.detach())
+    log.info("beanq %s, %s", __version__, buildinfo.describe())
     fd_limit = raise_fd_limit()
     engine = Engine(time.monotonic())
     journal = open_journal(config, engine, lock)

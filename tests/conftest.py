@@ -1,5 +1,5 @@
-"""Which build of beanq's hot modules the tests run: compiled (``make`` builds it with mypyc,
-see tools/compile.py) or, with ``BEANQ_INTERPRETED=1``, the plain Python sources, which is what
+"""Which build of beanq's hot modules the tests run: compiled (``make`` builds it with mypyc
+through setup.py) or, with ``BEANQ_INTERPRETED=1``, the plain Python sources, which is what
 runs where no C compiler is. ``make test`` runs the in-process tests both ways."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ else:
     if stale:
         pytest.exit(
             f"compiled beanq modules are older than their sources ({', '.join(stale)}): "
-            "run `make test` (or `.venv/bin/python tools/compile.py`)",
+            "run `make test` (or `make .venv/.compiled`)",
             returncode=2,
         )
 

@@ -1,10 +1,10 @@
 """Running beanq's compiled modules from their Python sources instead.
 
-``make`` compiles the modules listed in tools/compile.py with mypyc; an extension module found
-beside a ``.py`` file is imported in its place. ``use_sources`` puts the sources first again:
-the tests do it with ``BEANQ_INTERPRETED=1`` (what runs where there is no C compiler), and
-processes that plant bugs by replacing methods do it too, since compiled code does not look
-methods up. Kept free of pytest so that such a process can import it.
+``make`` (setup.py) compiles the modules listed in beanq/buildinfo.py with mypyc; an extension
+module found beside a ``.py`` file is imported in its place. ``use_sources`` puts the sources
+first again: the tests do it with ``BEANQ_INTERPRETED=1`` (what runs where there is no C
+compiler), and processes that plant bugs by replacing methods do it too, since compiled code
+does not look methods up. Kept free of pytest so that such a process can import it.
 """
 
 from __future__ import annotations
@@ -17,19 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
+from beanq.buildinfo import COMPILED as HOT_MODULES
+
 REPO = Path(__file__).resolve().parent.parent
 BEANQ = REPO / "beanq"
-
-
-def _compiled_modules() -> tuple[str, ...]:
-    spec = importlib.util.spec_from_file_location("beanq_compile", REPO / "tools" / "compile.py")
-    assert spec is not None and spec.loader is not None
-    compile_tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compile_tool)
-    return tuple(Path(path).stem for path in compile_tool.MODULES)
-
-
-HOT_MODULES = _compiled_modules()
 
 
 class _SourcesFirst(importlib.abc.MetaPathFinder):
