@@ -107,6 +107,9 @@ class TlsContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.sslsocket_class = TlsSocket
+        # No TLS 1.3 session tickets: they would reach clients as bytes nobody asked for
+        # (the bundled client takes those as a closed connection), and cost each handshake.
+        context.num_tickets = 0
         try:
             context.load_cert_chain(self.cert, self.key)
             if self.client_ca is not None:

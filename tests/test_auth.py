@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beanq import auth
+from beanq import auth, tokens
 from beanq import protocol as p
 from beanq.dispatch import Connection, HostInfo, Hub
 from beanq.tubes import Engine
@@ -31,7 +31,7 @@ def entry(
 ) -> str:
     lines = [f"[tokens.{name}]"]
     if token is not None:
-        lines.append(f'hash = "{auth.hash_token(token, log_n=4)}"')
+        lines.append(f'hash = "{tokens.hash_token(token, log_n=4)}"')
     lines += [f"put = {put}", f"reserve = {reserve}", f"admin = {'true' if admin else 'false'}"]
     if subject is not None:
         lines.append(f'subject = "{subject}"')
@@ -300,10 +300,10 @@ def test_bad_auth_files_are_refused(text: str) -> None:
 
 
 def test_hash_round_trip() -> None:
-    token = auth.new_token("svc")
+    token = tokens.new_token("svc")
     assert token.startswith("svc.") and len(token) > 40
-    encoded = auth.hash_token(token, log_n=4)
+    encoded = tokens.hash_token(token, log_n=4)
     assert token not in encoded
-    assert auth.verify_token(token.encode(), encoded)
-    assert not auth.verify_token(token.encode() + b"x", encoded)
-    assert not auth.verify_token(token.encode(), "scrypt$bad")
+    assert tokens.verify_token(token.encode(), encoded)
+    assert not tokens.verify_token(token.encode() + b"x", encoded)
+    assert not tokens.verify_token(token.encode(), "scrypt$bad")

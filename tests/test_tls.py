@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from beanq import auth
 from beanq import protocol as p
+from beanq import tokens
 from tests.servers import ServerProcess, free_port, spawn_beanq
 
 trustme = pytest.importorskip("trustme")
@@ -190,7 +190,7 @@ def test_mtls_maps_the_certificate_to_a_tokens_rights(pki: Pki) -> None:
         "[tokens.w1]\n"
         'subject = "O=Example,OU=ops,CN=worker-1"\n'
         'reserve = ["jobs"]\n'
-        f'[tokens.prod]\nhash = "{auth.hash_token(TOKEN, log_n=4)}"\nput = ["jobs"]\n'
+        f'[tokens.prod]\nhash = "{tokens.hash_token(TOKEN, log_n=4)}"\nput = ["jobs"]\n'
     )
     extra = ["--tls-client-ca", str(pki.ca_file), "--auth", str(auth_file)]
     listener = "tls://127.0.0.1:{port},auth=required"
