@@ -23,6 +23,7 @@ log = logging.getLogger("beanq")
 
 _WANT = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _CLOSED = (ssl.SSLZeroReturnError, ssl.SSLEOFError)
+RECORD = 16384  # the most plaintext one TLS record carries
 
 
 class TlsSocket(ssl.SSLSocket):
@@ -45,35 +46,39 @@ class TlsSocket(ssl.SSLSocket):
                 subject = certificate_subject(self.getpeercert())
                 if subject:
                     self.on_subject(subject)
-        # One SSL read returns at most one record (16 KiB): read until the socket has no
-        # more, since what OpenSSL decrypted and kept would never make epoll say "readable".
-        parts: list[bytes] = []
-        total = 0
+        # One SSL read returns one record at most. OpenSSL reads no further than that record
+        # (no read-ahead), so what is left stays in the kernel and epoll says so again: a
+        # small command costs one read and no exception. A full record (big bodies) is
+        # likely followed by more: read on while they come, in this wake-up.
+        try:
+            data = self.read(buflen)
+        except _WANT:
+            raise BlockingIOError from None
+        except _CLOSED:
+            return b""
+        if len(data) < RECORD:
+            return data
+        parts = [data]
+        total = len(data)
         while total < buflen:
             try:
-                data = super().recv(buflen - total)
-            except _WANT:
-                break
-            except _CLOSED:
-                data = b""
+                data = self.read(buflen - total)
+            except (*_WANT, *_CLOSED):
+                break  # (the end, if it is one, comes again at the next read)
             if not data:
-                if parts:
-                    break  # the end comes again at the next read (the socket stays readable)
-                return b""
+                break
             parts.append(data)
             total += len(data)
         pending = self.pending()
         if pending:  # a record read in part: take the rest, already decrypted
-            parts.append(super().recv(pending))
-        if not parts:
-            raise BlockingIOError
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+            parts.append(self.read(pending))
+        return b"".join(parts)
 
     def send(self, data: bytes, flags: int = 0) -> int:  # type: ignore[override]
         if not self.handshaken:
             raise BlockingIOError
         try:
-            return super().send(data)
+            return self.write(data)
         except _WANT:
             raise BlockingIOError from None
 
