@@ -70,6 +70,7 @@ HELD_HIGH_WATER = 1_000  # ... or that has this many commands queued behind a bl
 GATHER_MAX = 64  # reply parts one sendmsg takes, at most (the kernel's limit is 1,024)
 ACCEPT_BATCH = 64
 ACCEPT_RETRY = 0.1  # seconds to stop accepting after EMFILE/ENFILE
+LOCAL: Final = "local"  # the address of a unix socket's clients
 SWEEP_INTERVAL = 0.25  # seconds between looks for idle clients and stalled TLS handshakes
 # Descriptors clients may never take: importing trio opens files, trio.run makes an epoll set
 # and a socketpair, the binlog opens segments and its directory. A herd of clients arriving
@@ -753,7 +754,7 @@ class EpollLoop:
                 self._refuse(now)
                 continue
             ip = _peer_ip(addr)
-            if self.max_per_ip is not None:
+            if self.max_per_ip is not None and ip != LOCAL:  # (unix sockets: no address)
                 if self._per_ip.get(ip, 0) >= self.max_per_ip:
                     sock.close()
                     log.info("too many connections from %s; closing a new one", ip)
@@ -803,7 +804,7 @@ class EpollLoop:
         if self.clients.pop(client.fd, None) is None:
             return
         del self._by_conn[client.conn]
-        if self.max_per_ip is not None:
+        if self.max_per_ip is not None and client.ip != LOCAL:
             left = self._per_ip.pop(client.ip, 1) - 1
             if left:
                 self._per_ip[client.ip] = left
@@ -820,7 +821,7 @@ def _nothing() -> None:
 
 def _peer_ip(addr: Any) -> str:
     """The address a connection came from (its host part), or "local" for a Unix socket."""
-    return str(addr[0]) if isinstance(addr, tuple) else "local"
+    return str(addr[0]) if isinstance(addr, tuple) else LOCAL
 
 
 # --- running -----------------------------------------------------------------------------------
