@@ -4,6 +4,9 @@ state machine fuzzed (no command runs before OK), failures and their growing del
 
 from __future__ import annotations
 
+import signal
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from beanq import auth, tokens
 from beanq import protocol as p
 from beanq.dispatch import Connection, HostInfo, Hub
 from beanq.tubes import Engine
+from tests.servers import spawn_beanq
 
 HOST = HostInfo("test", 1, "host", "os", "arch", "0" * 16, lambda: (0.0, 0.0))
 NOW = 1000.0
@@ -307,3 +311,35 @@ def test_hash_round_trip() -> None:
     assert tokens.verify_token(token.encode(), encoded)
     assert not tokens.verify_token(token.encode() + b"x", encoded)
     assert not tokens.verify_token(token.encode(), "scrypt$bad")
+
+
+def test_the_real_process_reloads_tokens_on_sighup_and_audits(tmp_path: Path) -> None:
+    """--auth on the real process: listeners default to auth=required, SIGHUP reloads the
+    file, -V logs names and addresses, never a token."""
+    path = store_file(tmp_path)
+    with spawn_beanq("--auth", str(path), "-V") as (host, port, proc):
+        old = socket.create_connection((host, port), timeout=5)
+        assert _ask_sock(old, b"use a\r\n") == p.UNAUTHORIZED
+        assert _ask_sock(old, b"beanq-auth %b\r\n" % PUT_TOKEN.encode()) == p.AUTH_OK
+        path.write_text(entry("prod", "prod.rotated", put='["z"]'))
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while "reloaded: 1 tokens" not in proc.output():
+            assert time.monotonic() < deadline, proc.output()
+            time.sleep(0.02)
+        new = socket.create_connection((host, port), timeout=5)
+        assert _ask_sock(new, b"beanq-auth %b\r\n" % PUT_TOKEN.encode()) == p.UNAUTHORIZED
+        assert _ask_sock(new, b"beanq-auth prod.rotated\r\n") == p.AUTH_OK
+        assert _ask_sock(old, b"use a\r\n") == b"USING a\r\n"  # proved before the reload
+        old.close()
+        new.close()
+        log = proc.output()
+        assert "auth: prod authenticated from 127.0.0.1" in log
+        assert "auth: failed from 127.0.0.1" in log
+        assert "refused use for (unauthenticated)" in log
+        assert "secret" not in log and "rotated" not in log
+
+
+def _ask_sock(sock: socket.socket, data: bytes) -> bytes:
+    sock.sendall(data)
+    return sock.recv(100)
