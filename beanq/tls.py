@@ -35,7 +35,9 @@ class TlsSocket(ssl.SSLSocket):
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
         if not self.handshaken:
             try:
-                self.do_handshake()
+                # (SSLSocket.do_handshake would first ask getpeername and set the timeout
+                # twice: three system calls an attempt, for nothing on a non-blocking socket)
+                self._sslobj.do_handshake()  # type: ignore[attr-defined]
             except _WANT:
                 raise BlockingIOError from None
             except ssl.SSLError as exc:
