@@ -30,8 +30,9 @@ Options:
           use -f0 for "always fsync"
  -F       never fsync
  -l ADDR  listen on address (default is 127.0.0.1; use 0.0.0.0 for all interfaces,
-          or unix:/path for a local socket)
- -p PORT  listen on port (default is 11300)
+          or unix:/path for a local socket); may be given several times:
+          [tls://]ADDR[:PORT][,auth=none|optional|required], [V6]:PORT, unix:PATH
+ -p PORT  listen on port (default is 11300; for -l entries without a port)
  -u USER  become user and group
  -z BYTES set the maximum job size in bytes (default is 65535);
           max allowed is 1073741824 bytes
@@ -57,6 +58,18 @@ Observability (off by default; see docs/http.md):
  --metrics-max-tubes N    tubes with their own metrics series; the rest are summed
                           under tube="_other" (default 500)
  --log-format text|json   json: one JSON object per log line
+
+Security (see docs/security.md):
+ --tls-cert FILE, --tls-key FILE   certificate chain and key for tls:// listeners
+ --tls-client-ca FILE     tls:// clients must present a certificate signed by these CAs
+ --tls-handshake-timeout S  drop a client that has not finished its handshake (default 10)
+ --auth FILE              tokens and their rights; listeners default to auth=required
+ --keepalive I,N,C        TCP keepalive: idle I s, probes every N s, C probes (60,10,6;
+                          0 turns it off)
+ --tcp-user-timeout S     drop a peer that leaves sent data unacknowledged S s (120)
+ --idle-timeout S         close connections idle S s (not waiting in reserve, not
+                          holding jobs)
+ --max-connections-per-ip N  close new connections from an address beyond N
 """
 LONG_FLAGS = (
     "max-connections",
@@ -66,7 +79,17 @@ LONG_FLAGS = (
     "http-token-file",
     "metrics-max-tubes",
     "log-format",
+    "tls-cert",
+    "tls-key",
+    "tls-client-ca",
+    "tls-handshake-timeout",
+    "auth",
+    "keepalive",
+    "tcp-user-timeout",
+    "idle-timeout",
+    "max-connections-per-ip",
 )
+FILE_FLAGS = ("tls-cert", "tls-key", "tls-client-ca", "auth")
 SWITCHES = ("http-show-bodies",)
 
 
@@ -116,6 +139,7 @@ def parse_args(argv: Sequence[str], prog: str = "beanq") -> Config:
     """Parse flags the way beanstalkd's optparse does. Raises UsageExit for -h, -v and errors."""
     values: dict[str, object] = {}
     verbose = 0
+    listens: list[str] = []
     args = list(argv)
     i = 0
     while i < len(args):
@@ -141,7 +165,7 @@ def parse_args(argv: Sequence[str], prog: str = "beanq") -> Config:
                 if flag == "p":
                     values["port"] = value
                 elif flag == "l":
-                    values["listen"] = value
+                    listens.append(value)
                 elif flag == "z":
                     size = _size(prog, value)
                     if size > MAX_JOB_SIZE_LIMIT:
@@ -183,6 +207,15 @@ def parse_args(argv: Sequence[str], prog: str = "beanq") -> Config:
                     values["http"] = _http_address(prog, value)
                 elif name == "http-token-file":
                     values["http_token_file"] = value
+                elif name in FILE_FLAGS:
+                    values[name.replace("-", "_") + ("_file" if name == "auth" else "")] = value
+                elif name in ("tls-handshake-timeout", "idle-timeout"):
+                    key = "idle_timeout" if name == "idle-timeout" else "tls_handshake_timeout"
+                    values[key] = _seconds(prog, name, value)
+                elif name == "keepalive":
+                    values["keepalive"] = _keepalive(prog, value)
+                elif name == "tcp-user-timeout":
+                    values["user_timeout"] = _size(prog, value)
                 else:
                     values[name.replace("-", "_")] = _size(prog, value)
                 break
@@ -207,7 +240,48 @@ def parse_args(argv: Sequence[str], prog: str = "beanq") -> Config:
     if not 0 <= port <= 65535:
         _warn(prog, f"getaddrinfo(): invalid port {port_text}")
         raise UsageExit(111)
-    return Config(port=port, verbose=verbose, **values)  # type: ignore[arg-type]
+    if listens:
+        values["listen"] = tuple(listens)
+    config = Config(port=port, verbose=verbose, **values)  # type: ignore[arg-type]
+    _check_listeners(prog, config)
+    return config
+
+
+def _seconds(prog: str, name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e9:
+        _warn(prog, f"--{name} takes seconds, not {text}")
+        raise _usage(prog, 5)
+    return value
+
+
+def _keepalive(prog: str, text: str) -> tuple[int, int, int]:
+    parts = text.split(",")
+    if text == "0":
+        return (0, 0, 0)
+    if len(parts) != 3 or not all(part.isdigit() and int(part) > 0 for part in parts):
+        _warn(prog, f"--keepalive takes IDLE,INTERVAL,COUNT (or 0), not {text}")
+        raise _usage(prog, 5)
+    return (int(parts[0]), int(parts[1]), int(parts[2]))
+
+
+def _check_listeners(prog: str, config: Config) -> None:
+    """Each -l parses; tls:// needs a certificate; auth= needs --auth."""
+    try:
+        wanted = listener.endpoints(config)
+    except ValueError as exc:
+        _warn(prog, str(exc))
+        raise _usage(prog, 5) from None
+    for endpoint in wanted:
+        if endpoint.tls and not (config.tls_cert and config.tls_key):
+            _warn(prog, f"-l {endpoint.text} needs --tls-cert and --tls-key")
+            raise _usage(prog, 5)
+        if endpoint.auth in ("optional", "required") and config.auth_file is None:
+            _warn(prog, f"-l {endpoint.text} needs --auth FILE")
+            raise _usage(prog, 5)
 
 
 def _become(user: str) -> None:
@@ -261,15 +335,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageExit as exc:
         return exc.code
     try:
-        sock = listener.bind(config)
+        bound = listener.bind(config)
         if config.user:
             _become(config.user)
         lock = _lock_binlog(config)
-        listener.listen(sock)
+        listener.listen(bound)
         _configure_logging(config.verbose, config.log_format)
         from beanq import server
 
-        server.run(config, sock, lock)
+        server.run(config, bound, lock)
     except StartupError as exc:
         _warn(prog, str(exc))
         return exc.code

@@ -19,20 +19,29 @@ class Config:
     """Defaults are beanstalkd's, except the listen address."""
 
     __slots__ = (
+        "auth_file",
         "binlog_dir",
         "fsync_ms",
         "http",
         "http_show_bodies",
         "http_token_file",
+        "idle_timeout",
+        "keepalive",
         "listen",
         "log_format",
         "max_connections",
+        "max_connections_per_ip",
         "max_job_size",
         "max_jobs",
         "metrics_max_tubes",
         "port",
         "segment_size",
+        "tls_cert",
+        "tls_client_ca",
+        "tls_handshake_timeout",
+        "tls_key",
         "user",
+        "user_timeout",
         "verbose",
         "yaml",
     )
@@ -40,7 +49,7 @@ class Config:
     def __init__(
         self,
         *,
-        listen: str = "127.0.0.1",
+        listen: tuple[str, ...] = ("127.0.0.1",),  # one entry per -l (see beanq.listener)
         port: int = 11300,
         max_job_size: int = DEFAULT_MAX_JOB_SIZE,
         binlog_dir: str | None = None,
@@ -56,6 +65,17 @@ class Config:
         http_show_bodies: bool = False,  # job bodies in the API without a token file
         metrics_max_tubes: int = DEFAULT_METRICS_MAX_TUBES,  # tubes with their own series
         log_format: str = "text",  # or "json": one object per line
+        # dead peers and slow attackers (see docs/security.md)
+        keepalive: tuple[int, int, int] = (60, 10, 6),  # idle, interval (s), probes; idle 0: off
+        user_timeout: int = 120,  # TCP_USER_TIMEOUT seconds (0: the kernel's default)
+        idle_timeout: float | None = None,  # close connections idle this long
+        max_connections_per_ip: int | None = None,
+        # TLS and authentication
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_client_ca: str | None = None,  # require client certificates signed by these
+        tls_handshake_timeout: float = 10.0,
+        auth_file: str | None = None,
     ) -> None:
         self.listen = listen
         self.port = port
@@ -73,6 +93,15 @@ class Config:
         self.http_show_bodies = http_show_bodies
         self.metrics_max_tubes = metrics_max_tubes
         self.log_format = log_format
+        self.keepalive = keepalive
+        self.user_timeout = user_timeout
+        self.idle_timeout = idle_timeout
+        self.max_connections_per_ip = max_connections_per_ip
+        self.tls_cert = tls_cert
+        self.tls_key = tls_key
+        self.tls_client_ca = tls_client_ca
+        self.tls_handshake_timeout = tls_handshake_timeout
+        self.auth_file = auth_file
 
 
 class StartupError(Exception):

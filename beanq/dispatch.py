@@ -244,6 +244,8 @@ class Connection:
         "blocked",
         "closing",
         "eof",
+        "guard",
+        "handlers",
         "hub",
         "out",
         "reader",
@@ -264,6 +266,10 @@ class Connection:
         self._put_started = False  # a PutStarted was handled; its put is still to come
         self._put_id: int | None = None  # the id beanstalkd would have given that put
         self._batch = 0  # the waiting reserve is a beanq-reserve-batch of this many
+        # What answers each command: _HANDLERS, or on a listener with auth the same table
+        # behind beanq.auth's gate, whose per-connection state is ``guard``.
+        self.handlers = _HANDLERS
+        self.guard: object = None
 
     @property
     def held(self) -> int:
@@ -279,7 +285,7 @@ class Connection:
         if self.blocked or self._pending or self.closing or self.throttled:
             self._pending.extend(events)
             return
-        handlers = _HANDLERS
+        handlers = self.handlers
         limit = self.hub.output_limit
         for i, event in enumerate(events):
             try:
@@ -374,7 +380,7 @@ class Connection:
 
     def _handle(self, event: p.Event, now: float) -> None:
         try:
-            _HANDLERS[type(event)](self, event, now)
+            self.handlers[type(event)](self, event, now)
         except Exception:
             self._internal_error(event)
 
@@ -583,6 +589,11 @@ class Connection:
     def _capabilities(self, cmd: p.Capabilities, now: float) -> None:
         self._reply(p.ok_reply(p.yaml_list(p.CAPABILITIES)))
 
+    def _auth(self, cmd: p.Auth, now: float) -> None:
+        """Without a gate (a listener with auth=none), as beanstalkd answers any unknown
+        command: a client that sends its token anyway carries on."""
+        self._reply(p.UNKNOWN_COMMAND)
+
     def _invalid(self, event: p.Invalid, now: float) -> None:
         if event.counted == "put" and self._put_started:
             self._put_started = False  # counted by PutStarted already
@@ -612,4 +623,6 @@ _HANDLERS: dict[type, Callable[[Connection, p.Event, float], None]] = {
     p.ListJobs: Connection._list_jobs,  # type: ignore[dict-item]
     p.Move: Connection._move,  # type: ignore[dict-item]
     p.Capabilities: Connection._capabilities,  # type: ignore[dict-item]
+    p.Auth: Connection._auth,  # type: ignore[dict-item]
 }
+HANDLERS = _HANDLERS  # for beanq.auth, which puts its gate in front of each

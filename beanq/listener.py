@@ -20,26 +20,110 @@ from beanq.config import Config, StartupError
 
 SD_LISTEN_FDS_START = 3
 BACKLOG = 1024
+AUTH_MODES = ("none", "optional", "required")
 
 
-def bind(config: Config) -> _socket.socket:
-    """An inherited systemd socket if there is one, else a new one bound per ``-l``/``-p``."""
-    inherited = _systemd_socket()
-    if inherited is not None:
-        return inherited
-    if config.listen.startswith("unix:"):
-        return _unix_socket(config.listen[5:])
-    return _inet_socket(config.listen, config.port)
+class Endpoint:
+    """One ``-l``: ``[tls://]ADDR[:PORT][,auth=MODE]`` or ``unix:PATH[,auth=MODE]``. An
+    address with two colons or more and no brackets is a bare IPv6 address (``-l ::1``);
+    ``[::1]:11301`` has a port. ``auth`` is None until ``--auth`` decides its default."""
+
+    __slots__ = ("auth", "host", "path", "port", "sock", "text", "tls")
+
+    def __init__(self, text: str, default_port: int) -> None:
+        self.text = text
+        self.auth: str | None = None
+        self.path: str | None = None
+        self.tls = False
+        self.host = ""
+        self.port = default_port
+        self.sock: _socket.socket | None = None
+        where, *options = text.split(",")
+        for option in options:
+            key, eq, value = option.partition("=")
+            if key != "auth" or not eq or value not in AUTH_MODES:
+                raise ValueError(f"-l {text}: unknown {option} (auth=none|optional|required)")
+            self.auth = value
+        if where.startswith("unix:"):
+            self.path = where[5:]
+            if not self.path:
+                raise ValueError(f"-l {text}: no path")
+            return
+        if where.startswith("tls://"):
+            self.tls = True
+            where = where[6:]
+        if where.startswith("["):
+            host, bracket, port = where[1:].partition("]")
+            if not bracket or (port and not port.startswith(":")):
+                raise ValueError(f"-l {text}: bad address")
+            self.host = host
+            port = port[1:]
+        elif where.count(":") == 1:
+            self.host, _, port = where.partition(":")
+        else:
+            self.host, port = where, ""
+        if port:
+            if not port.isdigit() or int(port) > 65535:
+                raise ValueError(f"-l {text}: invalid port {port}")
+            self.port = int(port)
 
 
-def listen(sock: _socket.socket) -> None:
-    if sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ACCEPTCONN):
-        return  # inherited, listening already
+def endpoints(config: Config) -> list[Endpoint]:
+    return [Endpoint(text, config.port) for text in config.listen]
+
+
+def bind(config: Config) -> list[Endpoint]:
+    """Inherited systemd sockets if there are any, else new ones bound per ``-l``/``-p``."""
+    wanted = endpoints(config)
+    inherited = _systemd_sockets()
+    if inherited:
+        return _adopt(inherited, wanted)
     try:
-        sock.listen(BACKLOG)
-    except OSError as exc:  # another socket bound the same port and listened first
-        sock.close()
-        raise StartupError(f"listen(): {exc.strerror}", 111) from exc
+        for endpoint in wanted:
+            if endpoint.path is not None:
+                endpoint.sock = _unix_socket(endpoint.path)
+            else:
+                endpoint.sock = _inet_socket(endpoint.host, endpoint.port)
+    except StartupError:
+        for endpoint in wanted:
+            if endpoint.sock is not None:
+                endpoint.sock.close()
+        raise
+    return wanted
+
+
+def listen(bound: list[Endpoint]) -> None:
+    for endpoint in bound:
+        sock = endpoint.sock
+        assert sock is not None
+        if sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ACCEPTCONN):
+            continue  # inherited, listening already
+        try:
+            sock.listen(BACKLOG)
+        except OSError as exc:  # another socket bound the same port and listened first
+            for other in bound:
+                if other.sock is not None:
+                    other.sock.close()
+            raise StartupError(f"listen(): {exc.strerror}", 111) from exc
+
+
+def tune_keepalive(
+    sock: _socket.socket, keepalive: tuple[int, int, int], user_timeout: int
+) -> None:
+    """Keepalive and TCP_USER_TIMEOUT on a TCP listener: Linux copies them to every socket
+    it accepts, so connections get them without a system call each. A worker that vanished
+    while holding a job is then noticed in idle + interval * probes seconds (2 minutes by
+    default), not the kernel's two hours, and its job goes back to ready."""
+    if sock.family not in (_socket.AF_INET, _socket.AF_INET6):
+        return
+    idle, interval, probes = keepalive
+    sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 1 if idle else 0)
+    if idle:
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_KEEPIDLE, idle)
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_KEEPINTVL, interval)
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_KEEPCNT, probes)
+    if user_timeout:
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_USER_TIMEOUT, user_timeout * 1000)
 
 
 def _warn(message: str) -> None:
@@ -48,21 +132,38 @@ def _warn(message: str) -> None:
     logging.getLogger("beanq").warning(message)
 
 
-def _systemd_socket() -> _socket.socket | None:
+def _systemd_sockets() -> list[tuple[_socket.socket, str]]:
+    """Sockets passed by systemd (``LISTEN_FDS``), with their ``FileDescriptorName``."""
     if os.environ.get("LISTEN_PID") != str(os.getpid()):
-        return None
+        return []
     count = int(os.environ.get("LISTEN_FDS", "0") or 0)
-    if count < 1:
-        return None
-    if count > 1:
-        _warn("inherited more than one listen socket; ignoring all but the first")
-    sock = _socket.socket(fileno=SD_LISTEN_FDS_START)
-    if sock.type != _socket.SOCK_STREAM:
-        raise StartupError("inherited fd is not a TCP or UNIX listening socket", 111)
-    sock.setblocking(False)
+    names = os.environ.get("LISTEN_FDNAMES", "").split(":")
+    found = []
+    for i in range(count):
+        sock = _socket.socket(fileno=SD_LISTEN_FDS_START + i)
+        if sock.type != _socket.SOCK_STREAM:
+            raise StartupError("inherited fd is not a TCP or UNIX listening socket", 111)
+        sock.setblocking(False)
+        found.append((sock, names[i] if i < len(names) else ""))
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         os.environ.pop(name, None)
-    return sock
+    return found
+
+
+def _adopt(inherited: list[tuple[_socket.socket, str]], wanted: list[Endpoint]) -> list[Endpoint]:
+    """Inherited sockets replace the ``-l`` entries, whose addresses are then ignored: paired
+    in order when there are as many ``-l`` as sockets (so ``-l tls://,auth=required`` says
+    what the second socket is), else each a plaintext listener, or TLS if systemd names it
+    ``tls`` (``FileDescriptorName=tls``)."""
+    adopted = []
+    for i, (sock, name) in enumerate(inherited):
+        if len(wanted) == len(inherited):
+            endpoint = wanted[i]
+        else:
+            endpoint = Endpoint("tls://" if name.startswith("tls") else "", 0)
+        endpoint.sock = sock
+        adopted.append(endpoint)
+    return adopted
 
 
 def _inet_socket(host: str, port: int) -> _socket.socket:

@@ -62,6 +62,8 @@ KICKED: Final = b"KICKED\r\n"
 TOUCHED: Final = b"TOUCHED\r\n"
 PAUSED: Final = b"PAUSED\r\n"
 NOT_IGNORED: Final = b"NOT_IGNORED\r\n"
+UNAUTHORIZED: Final = b"UNAUTHORIZED\r\n"  # beanq-auth, and commands outside a token's rights
+AUTH_OK: Final = b"OK\r\n"  # beanq-auth accepted the token
 
 
 # --- commands (server: parsed from the wire; client: encoded onto it) --------------------------
@@ -244,6 +246,17 @@ class Capabilities(_Record):
     __slots__ = ()
 
 
+class Auth(_Record):
+    """``beanq-auth <token>``: on a listener with auth, proves the connection's rights; on
+    one without, an unknown command, as for beanstalkd (see beanq.auth)."""
+
+    _fields = ("token",)
+    __slots__ = _fields
+
+    def __init__(self, token: bytes) -> None:
+        self.token = token
+
+
 class PutStarted(_Record):
     """A put line was read and its body has not all arrived. beanstalkd counts the put and
     makes the job (using up an id) at this point, so the dispatcher does the same; a put whose
@@ -287,6 +300,7 @@ Command = (
     | Move
     | ReserveBatch
     | Capabilities
+    | Auth
 )
 Event = Command | PutStarted | Invalid
 
@@ -689,6 +703,8 @@ class CommandReader:
             return PauseTube(name, int(m[2]))
         if word == b"quit":
             return _SIMPLE[b"quit"]  # "quit " and "quit now" leave too, as in beanstalkd
+        if word == b"beanq-auth":
+            return Auth(rest[1:]) if rest[1:] and b" " not in rest[1:] else Invalid(BAD_FORMAT)
         if word in _EXTENSIONS:
             return self._parse_extension(word, rest[1:].split(b" "))
         if word in _SIMPLE or word.startswith(_BAD_FORMAT_PREFIXES):
@@ -827,7 +843,7 @@ class ReplyReader:
                     raise ProtocolError(f"non-ASCII reply line {bytes(buf[pos:eol])!r}") from exc
                 pos = eol + 2
                 word, args = words[0], tuple(words[1:])
-                if word not in _BODY_REPLIES:
+                if word not in _BODY_REPLIES or not args:  # a bare OK: beanq-auth's
                     replies.append(Reply(word, args))
                     continue
                 try:
@@ -965,6 +981,13 @@ def encode_reserve_batch(n: int, timeout: int) -> bytes:
 
 
 ENCODED_CAPABILITIES: Final = b"beanq-capabilities\r\n"
+
+
+def encode_auth(token: str | bytes) -> bytes:
+    raw = token.encode() if isinstance(token, str) else token
+    if not raw or any(c <= 0x20 or c == 0x7F for c in raw):
+        raise ValueError("a token is printable ASCII without spaces")
+    return b"beanq-auth %b\r\n" % raw
 
 
 # --- YAML bodies of stats and list replies ------------------------------------------------------

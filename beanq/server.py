@@ -39,6 +39,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from beanq import __version__, buildinfo, protocol
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     import trio
 
     from beanq.binlog import BinlogMetrics
+    from beanq.listener import Endpoint
 
 log = logging.getLogger("beanq")
 
@@ -68,6 +70,8 @@ HELD_HIGH_WATER = 1_000  # ... or that has this many commands queued behind a bl
 GATHER_MAX = 64  # reply parts one sendmsg takes, at most (the kernel's limit is 1,024)
 ACCEPT_BATCH = 64
 ACCEPT_RETRY = 0.1  # seconds to stop accepting after EMFILE/ENFILE
+LOCAL: Final = "local"  # the address of a unix socket's clients
+SWEEP_INTERVAL = 0.25  # seconds between looks for idle clients and stalled TLS handshakes
 # Descriptors clients may never take: importing trio opens files, trio.run makes an epoll set
 # and a socketpair, the binlog opens segments and its directory. A herd of clients arriving
 # at start-up under a low limit took them all, and trio's start-up died of EMFILE.
@@ -201,7 +205,7 @@ _WRITE = select.EPOLLOUT
 
 
 class _Client:
-    __slots__ = ("active", "addr", "conn", "fd", "mask", "sock", "wbuf")
+    __slots__ = ("addr", "conn", "fd", "ip", "mask", "seen", "sock", "wbuf")
 
     def __init__(self, sock: socket.socket, conn: Connection, addr: Any, now: float) -> None:
         self.sock = sock
@@ -210,7 +214,47 @@ class _Client:
         self.wbuf = bytearray()  # replies the socket did not take yet
         self.mask = _READ
         self.addr = addr  # the peer's address as accept() gave it (for the HTTP console)
-        self.active = now  # when it last sent something (for the HTTP console)
+        self.seen = now  # when it last sent something (--idle-timeout, the HTTP console)
+        self.ip = ""  # its address, kept for --max-connections-per-ip
+
+
+class Gate(Protocol):
+    """What a listener with auth=required|optional does to its connections (beanq.auth)."""
+
+    def attach(self, conn: Connection, peer: str) -> None: ...
+
+    def certified(self, conn: Connection, subject: str) -> None: ...
+
+
+class TlsServer(Protocol):
+    """What a tls:// listener does to its accepted sockets (beanq.tls)."""
+
+    def wrap(
+        self, sock: socket.socket, on_subject: Callable[[str], None] | None
+    ) -> socket.socket: ...
+
+    def handshaken(self, sock: socket.socket) -> bool: ...
+
+
+class Listening:
+    """A listening socket, and what its connections go through before they are served: a TLS
+    handshake (``tls``), authentication (``gate``). Plain ones have neither, and their
+    accepted connections take the same path as ever."""
+
+    __slots__ = ("fd", "gate", "sock", "tls")
+
+    def __init__(
+        self,
+        sock: socket.socket | _socket.socket,
+        tls: TlsServer | None = None,
+        gate: Gate | None = None,
+    ) -> None:
+        if not isinstance(sock, socket.socket):  # beanq.listener's bare one
+            sock = socket.socket(fileno=sock.detach())
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.tls = tls
+        self.gate = gate
 
 
 class _Syncer:
@@ -266,13 +310,14 @@ class EpollLoop:
 
     def __init__(
         self,
-        listener: socket.socket,
+        listener: socket.socket | list[Listening],
         hub: Hub,
         clock: Callable[[], float] = time.monotonic,
         journal: Journal | None = None,
         sync_before_reply: bool = False,
     ) -> None:
-        self.listener = listener
+        listening = [Listening(listener)] if isinstance(listener, socket.socket) else listener
+        self.listeners = {each.fd: each for each in listening}
         self.hub = hub
         self.clock = clock
         self.journal = journal
@@ -285,7 +330,8 @@ class EpollLoop:
         self._first_burst = 0 if self.sync_before_reply else FIRST_BURST
         self._retry_at: float | None = None  # when to retry binlog writes the disk refused
         self.epoll = select.epoll()
-        self.epoll.register(listener.fileno(), select.EPOLLIN)
+        for fd in self.listeners:
+            self.epoll.register(fd, select.EPOLLIN)
         self._syncer: _Syncer | None = None
         self._sync_fd = -1
         self._sync_period = 0.0  # -f MS: fsync every this many seconds (see sync_every)
@@ -304,6 +350,14 @@ class EpollLoop:
         self._peak_weight = 0
         self._memory_checked = 0.0
         self._sync_waiters: list[tuple[int, Callable[[], None]]] = []  # see settle
+        self.max_per_ip: int | None = None  # --max-connections-per-ip
+        self._per_ip: dict[str, int] = {}
+        self.idle_timeout: float | None = None  # --idle-timeout
+        self.handshake_timeout = 10.0  # a TLS client's handshake takes this long at most
+        # TLS clients in their handshake, fd: (deadline, client, their listener's TLS)
+        self._handshakes: dict[int, tuple[float, _Client, TlsServer]] = {}
+        self._sweep_at = 0.0  # when next to look for idle clients and stalled handshakes
+        self.reload: Callable[[], None] = _nothing  # SIGHUP: certificates and tokens again
 
     def close(self) -> None:
         now = self.clock()
@@ -317,7 +371,8 @@ class EpollLoop:
                 self.journal.sync()
             self.journal.close()
         self.epoll.close()
-        self.listener.close()
+        for each in self.listeners.values():
+            each.sock.close()
 
     def sync_every(self, period: float) -> None:
         """-f MS: fsync at most every ``period`` seconds, and also after the last write of a
@@ -368,7 +423,32 @@ class EpollLoop:
             due = self._periodic_sync(now)
             if due is not None:
                 when = due if when is None else min(when, due)
+        if self._handshakes or self.idle_timeout is not None:
+            if now >= self._sweep_at:
+                self._sweep(now)
+            when = self._sweep_at if when is None else min(when, self._sweep_at)
         return when
+
+    def _sweep(self, now: float) -> None:
+        """Drop TLS clients stalled in their handshake, and (--idle-timeout) clients idle too
+        long, unless they wait in a reserve or hold reserved jobs. Every quarter second at
+        most: the timeouts are in seconds, and the plaintext path pays nothing per command."""
+        self._sweep_at = now + SWEEP_INTERVAL
+        for fd, (deadline, client, tls) in list(self._handshakes.items()):
+            if self.clients.get(fd) is not client or tls.handshaken(client.sock):
+                del self._handshakes[fd]
+            elif deadline <= now:
+                del self._handshakes[fd]
+                log.info("TLS handshake timed out on %d", fd, extra={"connection": fd})
+                self._drop(client, now)
+        idle = self.idle_timeout
+        if idle is None:
+            return
+        for client in list(self.clients.values()):
+            conn = client.conn
+            if now - client.seen >= idle and not conn.blocked and not conn.session.reserved:
+                log.info("closing idle connection %d", client.fd, extra={"connection": client.fd})
+                self._drop(client, now)
 
     def _periodic_sync(self, now: float) -> float | None:
         """-f MS: start the fsync once it is due and something is unsynced; return when the
@@ -418,14 +498,13 @@ class EpollLoop:
         now = self.clock()
         self._first = self._first_burst if len(events) <= FIRST_BURST_READY else 0
         clients = self.clients
-        listen_fd = self.listener.fileno()
         for fd, mask in events:
-            if fd == listen_fd:
-                self._accept(now)
-                continue
             client = clients.get(fd)
             if client is None:
-                if fd == self._sync_fd:
+                listening = self.listeners.get(fd)
+                if listening is not None:
+                    self._accept(listening, now)
+                elif fd == self._sync_fd:
                     self._synced()
                 continue
             try:
@@ -458,8 +537,8 @@ class EpollLoop:
         except OSError:
             self._drop(client, now)
             return
+        client.seen = now
         if data:
-            client.active = now
             conn.receive(data, now, self._first)  # (the rest: when these are sent)
             if conn.held > HELD_HIGH_WATER:  # behind a blocked reserve, or a slow reader's
                 # stop reading; a blocked client still gets TIMED_OUT if it hangs up
@@ -646,8 +725,8 @@ class EpollLoop:
         addr = client.addr
         if isinstance(addr, tuple):
             host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
-            return f"{host}:{addr[1]}", client.active
-        return f"unix:{addr or ''}", client.active
+            return f"{host}:{addr[1]}", client.seen
+        return f"unix:{addr or ''}", client.seen
 
     def _send(self, client: _Client, data: bytes) -> None:
         """Send what the socket takes; keep the rest, and stop reading a client whose unsent
@@ -691,13 +770,13 @@ class EpollLoop:
             client.mask = mask
             self.epoll.modify(client.fd, mask)
 
-    def _accept(self, now: float) -> None:
+    def _accept(self, listening: Listening, now: float) -> None:
         for _ in range(ACCEPT_BATCH):
             if self.client_budget is not None and len(self.clients) >= self.client_budget:
                 self._pause_accepting(now, OSError(errno.EMFILE, "descriptor reserve reached"))
                 return
             try:
-                sock, addr = self.listener.accept()
+                sock, addr = listening.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -710,9 +789,25 @@ class EpollLoop:
                 sock.close()
                 self._refuse(now)
                 continue
+            ip = _peer_ip(addr)
+            if self.max_per_ip is not None and ip != LOCAL:  # (unix sockets: no address)
+                if self._per_ip.get(ip, 0) >= self.max_per_ip:
+                    sock.close()
+                    log.info("too many connections from %s; closing a new one", ip)
+                    continue
+                self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
             sock.setblocking(False)
             conn = self.hub.open()
+            gate = listening.gate
+            if gate is not None:
+                gate.attach(conn, ip)
+            tls = listening.tls
+            if tls is not None:  # the handshake runs in its recv (see beanq.tls)
+                sock = tls.wrap(sock, partial(gate.certified, conn) if gate else None)
             client = _Client(sock, conn, addr, now)
+            client.ip = ip
+            if tls is not None:
+                self._handshakes[client.fd] = (now + self.handshake_timeout, client, tls)
             self.clients[client.fd] = client
             self._by_conn[conn] = client
             self.epoll.register(client.fd, client.mask)
@@ -732,22 +827,37 @@ class EpollLoop:
         if not self._accept_warned:
             log.warning("accept(): %s; pausing accepts for %.1fs", exc.strerror, ACCEPT_RETRY)
             self._accept_warned = True
-        self.epoll.unregister(self.listener.fileno())
+        for fd in self.listeners:
+            self.epoll.unregister(fd)
         self._accept_paused_until = now + ACCEPT_RETRY
 
     def _resume_accepting(self) -> None:
         self._accept_paused_until = None
-        self.epoll.register(self.listener.fileno(), select.EPOLLIN)
+        for fd in self.listeners:
+            self.epoll.register(fd, select.EPOLLIN)
 
     def _drop(self, client: _Client, now: float) -> None:
         if self.clients.pop(client.fd, None) is None:
             return
         del self._by_conn[client.conn]
+        if self.max_per_ip is not None and client.ip != LOCAL:
+            left = self._per_ip.pop(client.ip, 1) - 1
+            if left:
+                self._per_ip[client.ip] = left
         with contextlib.suppress(OSError, ValueError):
             self.epoll.unregister(client.fd)
         client.sock.close()
         log.info("close %d", client.fd, extra={"connection": client.fd})
         client.conn.close(now)
+
+
+def _nothing() -> None:
+    pass
+
+
+def _peer_ip(addr: Any) -> str:
+    """The address a connection came from (its host part), or "local" for a Unix socket."""
+    return str(addr[0]) if isinstance(addr, tuple) else LOCAL
 
 
 # --- running -----------------------------------------------------------------------------------
@@ -816,18 +926,24 @@ def client_budget(limit: int) -> int:
     return max(1, spare - min(FD_RESERVE, spare // 2))
 
 
-def run(config: Config, listening: _socket.socket, lock: tuple[int, str] | None = None) -> None:
-    """Serve until SIGTERM or SIGINT on ``listening`` (``beanq.listener``'s bare socket).
+def run(config: Config, bound: list[Endpoint], lock: tuple[int, str] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT on ``bound`` (``beanq.listener``'s bare sockets).
     Serving starts at once; trio joins when imported."""
-    listener = socket.socket(fileno=listening.detach())
+    from beanq import peers
+
+    listeners, reload = peers.listeners(config, bound)
     log.info("beanq %s, %s", __version__, buildinfo.describe())
     fd_limit = raise_fd_limit()
     engine = Engine(time.monotonic())
     journal = open_journal(config, engine, lock)
     tune_collector()
     hub = make_hub(config, engine, journal)
-    loop = EpollLoop(listener, hub, journal=journal, sync_before_reply=config.fsync_ms == 0)
+    loop = EpollLoop(listeners, hub, journal=journal, sync_before_reply=config.fsync_ms == 0)
     loop.max_connections = config.max_connections
+    loop.max_per_ip = config.max_connections_per_ip
+    loop.idle_timeout = config.idle_timeout
+    loop.handshake_timeout = config.tls_handshake_timeout
+    loop.reload = reload
     loop.client_budget = client_budget(fd_limit)
     token = _read_token(config.http_token_file) if config.http is not None else None
     stop = _bootstrap(loop)
@@ -871,10 +987,12 @@ def _bootstrap(loop: EpollLoop) -> threading.Event:
     def on_signal(signum: int, _frame: object) -> None:
         if signum == signal.SIGUSR1:
             _enter_drain_mode(loop.hub)
+        elif signum == signal.SIGHUP:
+            loop.reload()
         else:
             stop.set()
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
         signal.signal(signum, on_signal)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     importer = threading.Thread(target=_import_trio, name="import-trio", daemon=True)
@@ -918,7 +1036,7 @@ async def _serve(
     log.info("trio is up")  # start-up is over: what the process holds from here on is its own
     http = config is not None and config.http is not None
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_handle_signals, loop.hub, nursery.cancel_scope, stop)
+        nursery.start_soon(_handle_signals, loop, nursery.cancel_scope, stop)
         if fsync_ms:  # (-f 0 syncs before replying: see _Syncer)
             loop.sync_every(fsync_ms / 1000)
         if config is not None and http:
@@ -975,10 +1093,13 @@ async def _serve_http(loop: EpollLoop, config: Config, token: str | None) -> Non
     await http.serve(view, settings, sock, operations)
 
 
-async def _handle_signals(hub: Hub, scope: trio.CancelScope, stop: threading.Event) -> None:
+async def _handle_signals(loop: EpollLoop, scope: trio.CancelScope, stop: threading.Event) -> None:
     import trio
 
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
+    hub = loop.hub
+    with trio.open_signal_receiver(
+        signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP
+    ) as signals:
         if stop.is_set():  # a signal came between start-up and this receiver
             log.info("got a stop signal during start-up, shutting down")
             scope.cancel()
@@ -986,6 +1107,8 @@ async def _handle_signals(hub: Hub, scope: trio.CancelScope, stop: threading.Eve
         async for signum in signals:
             if signum == signal.SIGUSR1:
                 _enter_drain_mode(hub)
+            elif signum == signal.SIGHUP:
+                loop.reload()
             else:
                 log.info("got signal %d, shutting down", signum)
                 scope.cancel()

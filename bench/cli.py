@@ -19,11 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import extensions, flat, hogs, http_cost, memory, report, startup, workloads
+from bench import extensions, flat, hogs, http_cost, memory, report, startup, tls_cost, workloads
 from bench.loadgen import LoadGen
 from bench.servers import ServerKind, beanq_kind, beanstalkd_kind, probe, raise_nofile
 
-SECTIONS = ("startup", "throughput", "flat", "memory", "extensions", "http")
+SECTIONS = ("startup", "throughput", "flat", "memory", "extensions", "http", "tls")
 
 # One core for the server under test, the others for the load generator: with more busy
 # processes than cores, the scheduler's time slices (~3 ms) land in the latency figures and
@@ -348,6 +348,20 @@ def run_http(run: Runner, results: dict[str, Any]) -> None:
     results["http"] = out
 
 
+TLS_RUN_SECONDS = 3.0  # at least, per put run
+
+
+def run_tls(run: Runner, results: dict[str, Any]) -> None:
+    """Put at 50 connections over a tls:// listener and over a plaintext one beside it on
+    the same beanq, alternated; then full TLS handshakes a second (bench/tls_cost.py)."""
+    if run.over_budget("tls"):
+        return
+    duration = max(TLS_RUN_SECONDS, run.args.duration)
+    res = tls_cost.tls_cost(beanq_kind(), run.args.rounds, duration)
+    run.log(f"tls: {_brief(res)}")
+    results["tls"] = res
+
+
 def _version(argv: tuple[str, ...]) -> str:
     try:
         done = subprocess.run(
@@ -438,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_startup_binlog(run, results)
             if "http" in sections:
                 run_http(run, results)
+            if "tls" in sections:
+                run_tls(run, results)
         except KeyboardInterrupt:
             run.note("interrupted: the figures below are partial")
         _note_noise(run, results)
@@ -488,6 +504,9 @@ def render(results: dict[str, Any], names: list[str]) -> str:
     if "http" in results:
         out.append("\nHTTP side (beanq alone)")
         out.append(http_table(results["http"]))
+    if "tls" in results:
+        out.append("\ntls:// listeners (beanq alone)")
+        out.append(tls_cost.render(results["tls"]))
     if results.get("notes"):
         out.append("\nNotes:")
         out.extend(f"- {n}" for n in results["notes"])

@@ -29,6 +29,7 @@ from beanq_client.errors import (
     OutOfMemoryError,
     PipelineError,
     TimedOutError,
+    UnauthorizedError,
     UnexpectedReplyError,
     UnknownCommandError,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "ServerStats",
     "TimedOutError",
     "TubeStats",
+    "UnauthorizedError",
     "UnexpectedReplyError",
     "Unique",
     "UnknownCommandError",

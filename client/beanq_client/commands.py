@@ -347,6 +347,10 @@ class TubeState:
         if tube in self.watching:
             self.watching.remove(tube)
 
+    def opening(self, token: str | None) -> list[Request[Any]]:
+        """What a new connection sends first: the token if any, then ``restore``."""
+        return ([auth(token)] if token else []) + self.restore()
+
     def restore(self) -> list[Request[Any]]:
         """Commands that bring a fresh connection (using and watching ``default``) here."""
         requests: list[Request[Any]] = []
@@ -358,3 +362,17 @@ class TubeState:
         if "default" not in self.watching:
             requests.append(ignore("default"))
         return requests
+
+
+def auth(token: str) -> Request[bool]:
+    """``beanq-auth``: True once the token is accepted; False from a server without auth
+    (beanstalkd, or a beanq listener with auth=none, answer UNKNOWN_COMMAND); a refused token
+    raises ``UnauthorizedError``."""
+
+    def parse(reply: Reply) -> bool:
+        if reply.word == "UNKNOWN_COMMAND":
+            return False
+        _expect(reply, "OK", 0)
+        return True
+
+    return Request(protocol.encode_auth(token), parse)

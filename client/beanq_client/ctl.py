@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TextIO
 
-from beanq_client import ctl_jobs
+from beanq_client import ctl_auth, ctl_jobs
 from beanq_client.address import ENV_VAR, default_address, parse_address
 from beanq_client.errors import BeanstalkConnectionError, BeanstalkError, TimedOutError
 from beanq_client.jobs import DEFAULT_PRIORITY, DEFAULT_TTR, Job
@@ -292,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-a",
         "--address",
-        help="host:port, unix:/path or beanstalk://host:port",
+        help="host:port, unix:/path, beanstalk://[:TOKEN@]host:port or "
+        "beanstalks://[:TOKEN@]host:port?ca=FILE&cert=FILE&key=FILE",
     )
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
     parser.add_argument("--timeout", type=_positive_float, default=10.0, help="reply timeout")
@@ -340,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--state", choices=choices, default=default, help=f"default {default}")
 
     ctl_jobs.add_commands(add, state_choices)
+    ctl_auth.add_commands(add)
     p = add(
         "migrate",
         cmd_drain,  # (replaced in main: it opens its own two connections)
@@ -355,6 +357,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     out = Output(args.json, sys.stdout, sys.stderr)
+    if args.command in ("auth-new", "auth-hash"):  # offline: no server
+        try:
+            args.func(args, sys.stdout, sys.stderr)
+        except ValueError as exc:
+            print(f"beanqctl: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        return 0
     try:
         address = default_address() if args.address is None else parse_address(args.address)
     except ValueError as exc:

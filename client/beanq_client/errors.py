@@ -86,6 +86,12 @@ class NotIgnoredError(CommandError):
     reply = "NOT_IGNORED"
 
 
+class UnauthorizedError(CommandError):
+    """beanq with --auth: the token was refused, or the command is outside its rights."""
+
+    reply = "UNAUTHORIZED"
+
+
 ERRORS: Final[dict[str, type[CommandError]]] = {
     cls.reply: cls
     for cls in (
@@ -101,6 +107,7 @@ ERRORS: Final[dict[str, type[CommandError]]] = {
         OutOfMemoryError,
         InternalError,
         NotIgnoredError,
+        UnauthorizedError,
     )
 }
 

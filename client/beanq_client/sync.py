@@ -9,6 +9,7 @@ step; the client then drops the connection rather than guess, and reports the lo
 
 from __future__ import annotations
 
+import functools
 import select
 import socket
 import threading
@@ -16,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
 
 import attrs
 
@@ -29,6 +30,7 @@ from beanq_client.errors import (
     CommandError,
     DecodeError,
     PipelineError,
+    UnauthorizedError,
 )
 from beanq_client.jobs import (
     DEFAULT_DELAY,
@@ -44,6 +46,9 @@ from beanq_client.jobs import (
 )
 from beanq_client.options import Options
 from beanq_client.stats import JobStats, ServerStats, TubeStats
+
+if TYPE_CHECKING:
+    import ssl
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -63,7 +68,30 @@ def open_socket(address: Address, timeout: float) -> socket.socket:
         return sock
     sock = socket.create_connection((address.host, address.port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if address.tls:
+        try:
+            return tls_context(address).wrap_socket(sock, server_hostname=address.host)
+        except BaseException:
+            sock.close()
+            raise
     return sock
+
+
+def tls_context(address: Address) -> ssl.SSLContext:
+    """For ``beanstalks://``: the system's CAs or ``ca``, and a client certificate if any.
+    Made once per set of files."""
+    return _tls_context(address.ca_file, address.cert_file, address.key_file)
+
+
+@functools.lru_cache(maxsize=16)
+def _tls_context(ca: str | None, cert: str | None, key: str | None) -> ssl.SSLContext:
+    import ssl  # (only for beanstalks://)
+
+    context = ssl.create_default_context(cafile=ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert is not None:
+        context.load_cert_chain(cert, key)
+    return context
 
 
 def peer_closed(fd: int) -> bool:
@@ -233,7 +261,7 @@ class Client(Generic[T]):
         self._sock = sock
         self._reader = ReplyReader()
         self._replies.clear()
-        restore = self._tubes.restore()
+        restore = self._tubes.opening(self.address.token)
         if restore:
             try:
                 replies = self._send_and_read(
@@ -243,6 +271,8 @@ class Client(Generic[T]):
                     request.parse(reply)
             except BaseException as exc:
                 self._drop()
+                if isinstance(exc, UnauthorizedError):  # the token was refused: say so
+                    raise
                 if isinstance(exc, OSError | ProtocolError | CommandError):
                     raise self._fail(
                         f"cannot restore tubes on a new connection: {describe(exc)}", sent=False

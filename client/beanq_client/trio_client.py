@@ -31,6 +31,7 @@ from beanq_client.errors import (
     CommandError,
     DecodeError,
     PipelineError,
+    UnauthorizedError,
 )
 from beanq_client.jobs import (
     DEFAULT_DELAY,
@@ -46,7 +47,7 @@ from beanq_client.jobs import (
 )
 from beanq_client.options import Options
 from beanq_client.stats import JobStats, ServerStats, TubeStats
-from beanq_client.sync import describe, peer_closed
+from beanq_client.sync import describe, peer_closed, tls_context
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -225,6 +226,10 @@ class AsyncClient(Generic[T]):
             return await self._connector()
         if self.address.unix_path is not None:
             return await trio.open_unix_socket(self.address.unix_path)
+        if self.address.tls:
+            return await trio.open_ssl_over_tcp_stream(
+                self.address.host, self.address.port, ssl_context=tls_context(self.address)
+            )
         return await trio.open_tcp_stream(self.address.host, self.address.port)
 
     async def _open(self) -> trio.abc.Stream:
@@ -234,7 +239,7 @@ class AsyncClient(Generic[T]):
         except (OSError, trio.TooSlowError) as exc:
             raise self._fail(f"cannot connect: {describe(exc)}", sent=False) from exc
         reader = ReplyReader()
-        restore = self._tubes.restore()
+        restore = self._tubes.opening(self.address.token)
         try:
             if restore:
                 await stream.send_all(b"".join(r.data for r in restore))
@@ -248,6 +253,8 @@ class AsyncClient(Generic[T]):
                     request.parse(reply)
         except BaseException as exc:
             await trio.aclose_forcefully(stream)
+            if isinstance(exc, UnauthorizedError):  # the token was refused: say so
+                raise
             if isinstance(exc, (*_STREAM_ERRORS, ProtocolError, CommandError, ValueError)):
                 raise self._fail(
                     f"cannot restore tubes on a new connection: {describe(exc)}", sent=False

@@ -121,6 +121,7 @@ ERROR_WORDS = {
     "OUT_OF_MEMORY": errors.OutOfMemoryError,
     "INTERNAL_ERROR": errors.InternalError,
     "NOT_IGNORED": errors.NotIgnoredError,
+    "UNAUTHORIZED": errors.UnauthorizedError,  # beanq with --auth
 }
 
 
