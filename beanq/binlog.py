@@ -86,12 +86,13 @@ import zlib
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from beanq import binlog_v7
 from beanq.dispatch import BinlogStats
 from beanq.tubes import (
     OP_FLUSH,
+    OP_SCHEDULE,
     Engine,
     Job,
     KeyedJob,
@@ -146,6 +147,7 @@ D_DELAYED: Final = 4
 # A record of many deletions at once (beanq-flush): the header (id: the highest of them), then
 # the ids, ascending, as runs: varint(gap from the end of the previous run), varint(length)
 D_FLUSH: Final = 8
+D_SCHEDULE: Final = 9  # a schedule's state, its removal, or a segment's snapshot of them all
 _LAST_JOB_STATE: Final = 4  # D_DELAYED, as a constant the compiled replay loop inlines
 
 _FROM_DISK: Final = (State.DELETED, State.READY, State.RESERVED, State.BURIED, State.DELAYED)
@@ -425,6 +427,13 @@ def _flush_record(ids: list[int], stamp: int) -> list[bytes]:
     return [REC_HEAD.pack(REC_MAGIC, zlib.crc32(tail)), tail]
 
 
+def _schedule_record(payload: bytes, stamp: int) -> list[bytes]:
+    """A D_SCHEDULE record: ``payload`` is beanq.schedules' JSON (no job id: 0)."""
+    tail = TOMB_TAIL.pack(HS + len(payload), 0, 0, stamp)
+    tail = tail[:-4] + bytes([D_SCHEDULE, 0, 0, 0]) + payload
+    return [REC_HEAD.pack(REC_MAGIC, zlib.crc32(tail)), tail]
+
+
 def _tombstone(parts: list[bytes], jid: int, stamp: int) -> None:
     tail = _pack_tomb(HS, 0, jid, stamp)
     parts.append(_pack_head(REC_MAGIC, _crc32(tail)))
@@ -467,7 +476,7 @@ def _record_ok(buf: bytes, mv: memoryview, q: int, n: int) -> int:
     _, crc, length, *_, state, tlen, klen = REC.unpack_from(buf, q)
     if length < HS or q + length > n or tlen + klen > length - HS:
         return 0
-    if state > D_DELAYED and state != D_FLUSH:
+    if state > D_DELAYED and state != D_FLUSH and state != D_SCHEDULE:
         return 0
     if state == D_DELETED and length != HS:
         return 0
@@ -595,6 +604,7 @@ class _Replay:
         self.order: dict[int, int] = {}  # id -> stamp of its last bury (buried jobs' order)
         self.tubes: dict[bytes, Tube] = {}
         self.keyed: list[KeyedJob] = []  # jobs put with beanq-put-unique (some may be dead)
+        self.schedules: dict[str, dict[str, object]] | None = None  # name -> state (last wins)
         self.max_id = 0
         self.max_stamp = 0
         self.live = 0
@@ -631,9 +641,12 @@ class _Replay:
                 break
             if stamp > max_stamp:
                 max_stamp = stamp
-            if state > _LAST_JOB_STATE:  # (D_FLUSH: the records of extensions are rare)
+            if state > _LAST_JOB_STATE:  # (D_FLUSH...: the records of extensions are rare)
                 self.live = live
-                self._flushed(seq, buf, s + HS, s + length)
+                if state == D_SCHEDULE:
+                    self._scheduled(buf[s + HS : s + length])
+                else:
+                    self._flushed(seq, buf, s + HS, s + length)
                 live = self.live
                 max_id = max(max_id, jid)
                 s += length
@@ -730,6 +743,14 @@ class _Replay:
             else:
                 dead[jid] = (seq, job.logged >> 32)
                 self.live -= _full_size(job)
+
+    def _scheduled(self, payload: bytes) -> None:
+        """A D_SCHEDULE record (rare: its module is imported only when one is found)."""
+        from beanq import schedules
+
+        if self.schedules is None:
+            self.schedules = {}
+        schedules.replay(self.schedules, payload)
 
     def _moved(self, job: Job, name: bytes) -> None:
         """A full record put an existing job in another tube (beanq-move)."""
@@ -985,6 +1006,8 @@ class Binlog:
         engine.next_id = max(engine.next_id, ctx.max_id + 1)
         if ctx.keyed:
             engine.restore_keys(ctx.keyed)
+        if ctx.schedules is not None:
+            engine.schedule_book().restore(engine, list(ctx.schedules.values()))
         self._bury_order = {j.id: order[j.id] for j in buried}
 
     def _adopt(self, ctx: _Replay) -> None:
@@ -1089,11 +1112,13 @@ class Binlog:
         """A new current segment, preallocated with ``room`` bytes after its header."""
         seq = self._next_seq
         path = os.path.join(self.directory, f"binlog.{seq}")
+        snap = self._schedule_snapshot()
+        room += len(snap)
         cap = max(self.size, -(-(SEG_HEADER.size + room) // PAGE) * PAGE)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             self.allocate(fd, 0, cap)
-            header = _header(self._max_id, self._stamp)
+            header = _header(self._max_id, self._stamp) + snap
             if self.pwrite(fd, [header], 0) != len(header):
                 raise OSError(errno.ENOSPC, "short write")
         except OSError:
@@ -1102,11 +1127,11 @@ class Binlog:
                 os.unlink(path)
             raise
         self._next_seq = seq + 1
-        seg = Segment(seq, path, SEG_HEADER.size)
+        seg = Segment(seq, path, len(header))
         seg.cap = cap
         seg.fd = fd
         self._segments[seq] = seg
-        self._appended += SEG_HEADER.size
+        self._appended += len(header)
         self._dir_dirty = True
         return seg
 
@@ -1211,6 +1236,8 @@ class Binlog:
 
     def _write_op(self, kind: int, jobs: list[Job], offset: float) -> bool:
         try:
+            if kind == OP_SCHEDULE:
+                return self._write_schedule(jobs)
             if kind == OP_FLUSH:
                 return self._write_flush(jobs)
             return self._write_move(jobs, offset)
@@ -1236,6 +1263,33 @@ class Binlog:
         self._commit(batch)
         self.records_written += 1 - len(logged)  # (one record, however many tombstones)
         return True
+
+    def _write_schedule(self, payload: list[Any]) -> bool:
+        """A schedule's record, alone in its frame (beanq.schedules)."""
+        data: bytes = payload[0]
+        size = HS + len(data)
+        batch = _Batch()
+        if not self._place(batch, size, owed=False, extra=0):
+            return False
+        parts = _schedule_record(data, self._next_stamp())
+        batch.parts.extend(parts)
+        batch.size = FRAME.size + size
+        self._commit(batch)
+        self.records_written += 1
+        return True
+
+    def _schedule_snapshot(self) -> bytes:
+        """A new segment's first frame: every schedule, so that replay never needs an older
+        segment for them (none while the engine never had a schedule)."""
+        engine = self._engine
+        if engine is None or engine.schedules is None:
+            return b""
+        from beanq import schedules
+
+        parts = _schedule_record(schedules.snapshot(engine.schedules), self._stamp)
+        self._stamp += 1
+        body = b"".join(parts)
+        return _pack_frame(FRAME_MAGIC, len(body), _crc32(body)) + body
 
     def _write_move(self, jobs: list[Job], offset: float) -> bool:
         """A full record of each moved job (its new tube, and its state now), as compaction

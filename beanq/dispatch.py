@@ -583,6 +583,46 @@ class Connection:
     def _capabilities(self, cmd: p.Capabilities, now: float) -> None:
         self._reply(p.ok_reply(p.yaml_list(p.CAPABILITIES)))
 
+    def _schedule_add(self, cmd: p.ScheduleAdd, now: float) -> None:
+        from beanq import schedules
+
+        engine = self.hub.engine
+        try:
+            sched = schedules.parse(cmd.name, cmd.body, now + engine.wall_offset)
+        except schedules.ScheduleError as exc:
+            self._reply(schedules.error_reply(str(exc)))
+            return
+        replaced = engine.schedule_book().add(engine, sched, now)
+        self._reply(b"REPLACED\r\n" if replaced else b"ADDED\r\n")
+
+    def _schedule_command(self, cmd: p.ScheduleCommand, now: float) -> None:
+        engine = self.hub.engine
+        book = engine.schedules
+        if book is None or cmd.name not in book.by_name:
+            self._reply(p.NOT_FOUND)
+        elif cmd.word == "show":
+            from beanq import schedules
+
+            self._reply(p.ok_reply(schedules.show(engine, [book.by_name[cmd.name]], one=True)))
+        elif cmd.word == "rm":
+            book.remove(engine, cmd.name)
+            self._reply(p.DELETED)
+        elif cmd.word == "pause":
+            book.pause(engine, cmd.name)
+            self._reply(b"PAUSED\r\n")
+        else:
+            book.resume(engine, cmd.name, now)
+            self._reply(b"RESUMED\r\n")
+
+    def _schedule_list(self, cmd: p.ScheduleList, now: float) -> None:
+        engine = self.hub.engine
+        if engine.schedules is None:
+            self._reply(p.ok_reply(b"[]"))
+            return
+        from beanq import schedules
+
+        self._reply(p.ok_reply(schedules.show(engine, list(engine.schedules.by_name.values()))))
+
     def _invalid(self, event: p.Invalid, now: float) -> None:
         if event.counted == "put" and self._put_started:
             self._put_started = False  # counted by PutStarted already
@@ -612,4 +652,7 @@ _HANDLERS: dict[type, Callable[[Connection, p.Event, float], None]] = {
     p.ListJobs: Connection._list_jobs,  # type: ignore[dict-item]
     p.Move: Connection._move,  # type: ignore[dict-item]
     p.Capabilities: Connection._capabilities,  # type: ignore[dict-item]
+    p.ScheduleAdd: Connection._schedule_add,  # type: ignore[dict-item]
+    p.ScheduleCommand: Connection._schedule_command,  # type: ignore[dict-item]
+    p.ScheduleList: Connection._schedule_list,  # type: ignore[dict-item]
 }

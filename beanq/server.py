@@ -341,7 +341,7 @@ class EpollLoop:
             except Exception:
                 log.exception("internal error in timers")
                 when = now + 0.1
-            if hub.dirty or hub.engine.changes:
+            if hub.dirty or hub.engine.changes or hub.engine.ops:
                 self._flush_dirty(now)
         else:
             when = timers[0][0] if timers else None  # (a stale entry just wakes us early)
@@ -784,6 +784,7 @@ def run(config: Config, listening: _socket.socket, lock: tuple[int, str] | None 
     listener = socket.socket(fileno=listening.detach())
     fd_limit = raise_fd_limit()
     engine = Engine(time.monotonic())
+    engine.wall_offset = time.time() - time.monotonic()  # (schedules' fire times are wall-clock)
     journal = open_journal(config, engine, lock)
     tune_collector()
     hub = make_hub(config, engine, journal)
