@@ -41,8 +41,8 @@ from __future__ import annotations
 import base64
 import json
 import math
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Final
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, TypeGuard
 
 if TYPE_CHECKING:
     from beanq.tubes import Engine, Entry
@@ -162,6 +162,14 @@ class Trigger:
                 return last
             last = t = nxt
 
+    def same_times(self, other: Trigger) -> bool:
+        return (self.cron, self.tz, self.every, self.start) == (
+            other.cron,
+            other.tz,
+            other.every,
+            other.start,
+        )
+
     def describe(self) -> str:
         if self.every is not None:
             return f"every {_number(self.every)}s"
@@ -170,7 +178,7 @@ class Trigger:
 
 def _zone(tz: str) -> Any:
     if tz in ("UTC", "Etc/UTC", "Z"):
-        return timezone.utc  # (cronsim takes a fast path for it)
+        return UTC  # (cronsim takes a fast path for it)
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
@@ -355,7 +363,7 @@ def from_dict(name: bytes, d: dict[str, Any], wall: float) -> Schedule:
     )
 
 
-def _is_number(x: object) -> bool:
+def _is_number(x: object) -> TypeGuard[int | float]:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -459,7 +467,7 @@ class ScheduleBook:
             sched.last_fire = old.last_fire
             sched.fired, sched.skipped, sched.missed = old.fired, old.skipped, old.missed
             sched.last_job_id = old.last_job_id
-            if old.trigger.describe() == sched.trigger.describe():
+            if old.trigger.same_times(sched.trigger):
                 sched.next_fire = old.next_fire  # (the same times: keep its place)
         self.by_name[sched.name] = sched
         if not sched.paused:
@@ -522,13 +530,10 @@ class ScheduleBook:
         first = sched.next_fire
         if sched.paused or first is None or self.by_name.get(sched.name) is not sched:
             return  # pragma: no cover - its timer entry would be stale
-        wall = now + engine.wall_offset
+        wall = max(now + engine.wall_offset, first)  # (due on the engine clock: rounding)
         trigger = sched.trigger
         at = len(engine.changes)  # (the record goes before the jobs: see Durability)
         times, count = trigger.count_between(first, wall)
-        if not count:  # (woken a little early: the engine clock is coarser than the wall's)
-            self._arm(engine, sched)
-            return
         on_time = times[-1] if wall - times[-1] <= LATE else None
         late = count - (1 if on_time is not None else 0)
         late_times = times[:-1] if on_time is not None else times

@@ -86,6 +86,13 @@ class NotIgnoredError(CommandError):
     reply = "NOT_IGNORED"
 
 
+class BadScheduleError(CommandError):
+    """The server refused a schedule's definition (a bad cron expression or time zone, a
+    missing tube...): the message says why."""
+
+    reply = "BAD_SCHEDULE"
+
+
 ERRORS: Final[dict[str, type[CommandError]]] = {
     cls.reply: cls
     for cls in (
@@ -101,6 +108,7 @@ ERRORS: Final[dict[str, type[CommandError]]] = {
         OutOfMemoryError,
         InternalError,
         NotIgnoredError,
+        BadScheduleError,
     )
 }
 
@@ -162,4 +170,6 @@ def error_from_reply(reply: Reply, expected: str) -> BeanstalkError:
         if reply.args and reply.args[0].isdigit():
             return BuriedError(int(reply.args[0]))
         return BuriedError(None)
+    if cls is BadScheduleError:
+        return BadScheduleError(" ".join(reply.args) or None)
     return cls()
