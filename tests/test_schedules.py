@@ -31,7 +31,9 @@ def add(e: Engine, name: str, now: float | None = None, **definition: object) ->
     return sched
 
 
-def run_until(e: Engine, now: float, wall_end: float, drain: bool = True) -> tuple[float, list]:
+def run_until(
+    e: Engine, now: float, wall_end: float, drain: bool = True
+) -> tuple[float, list[tuple[str, float]]]:
     """Tick at each deadline the engine asks for up to ``wall_end``; with ``drain``, delete
     every job as it appears (so overlap skip never holds a fire back). Returns the engine time
     reached and every (schedule name, fire time) in order."""
@@ -101,7 +103,10 @@ def test_a_fired_job_is_a_put_with_the_schedules_fields() -> None:
 
 @pytest.mark.parametrize(
     ("zone", "spring", "autumn"),
-    [("Europe/Berlin", "2026-03-29", "2026-10-25"), ("America/New_York", "2026-03-08", "2026-11-01")],
+    [
+        ("Europe/Berlin", "2026-03-29", "2026-10-25"),
+        ("America/New_York", "2026-03-08", "2026-11-01"),
+    ],
 )
 def test_dst_transitions_follow_cronsim(zone: str, spring: str, autumn: str) -> None:
     """cronsim (Debian cron): a fixed time the spring change skips fires at the first minute
@@ -207,7 +212,7 @@ def test_pause_resume_remove() -> None:
     s = add(e, "p", tube="t", every=10)
     book = e.schedule_book()
     assert book.pause(e, b"p") and s.paused and s.next_fire is None
-    now, fires = run_until(e, 100.0, EPOCH + 100)
+    _, fires = run_until(e, 100.0, EPOCH + 100)
     assert fires == [] and s.missed == 0
     assert book.resume(e, b"p", 100.0 + 95)
     assert s.next_fire == EPOCH + 100
