@@ -514,6 +514,8 @@ class ScheduleBook:
         """Schedules read back from the binlog; missed times are caught up at the first tick."""
         for d in records:
             sched = restored(d)
+            # (its last job's put may not have reached the disk: its id must not be reused)
+            engine.next_id = max(engine.next_id, sched.last_job_id + 1)
             self.by_name[sched.name] = sched
             if not sched.paused and sched.next_fire is not None:
                 self._arm(engine, sched)

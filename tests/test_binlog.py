@@ -50,6 +50,7 @@ class Rig:
         self.now = now
         self.wall = wall
         self.engine = Engine(now)
+        self.engine.wall_offset = wall - now  # (as the server sets it: schedules' clock)
         self.log = bl.Binlog.open(str(path), segment_size=segment_size, fsync=fsync)
         self.log.replay(self.engine, now, wall)
         self.s = self.engine.connect()
