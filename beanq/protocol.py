@@ -475,6 +475,7 @@ class CommandReader:
         "_max_job_size",
         "_pending_put",
         "_pieces",
+        "_quiet",
         "_state",
     )
 
@@ -486,6 +487,7 @@ class CommandReader:
         self._discard = 0  # DISCARD_BODY: bytes still to throw away
         self._body_size = 0  # BODY: size announced by the pending put
         self._announced = False  # PutStarted was emitted for the pending put
+        self._quiet = False  # the body being read is a schedule's definition, not a put
         # BODY of a big put whose line came with nothing buffered: the pieces received so far
         # (from the body's first byte on), joined once when the body is whole
         self._pieces: list[bytes | memoryview] = []
@@ -593,12 +595,13 @@ class CommandReader:
         put = self._pending_put
         assert put is not None
         if body is None:
-            events.append(Invalid(EXPECTED_CRLF, "put", producer=True))
+            quiet = self._quiet
+            events.append(Invalid(EXPECTED_CRLF, None if quiet else "put", producer=not quiet))
         else:
             put.body = body
             events.append(put)
         self._pending_put = None
-        self._announced = False
+        self._announced = self._quiet = False
         self._state = _Need.LINE
 
     def _drain(self, events: list[Event]) -> None:
@@ -638,8 +641,8 @@ class CommandReader:
                 pos += take
                 self._discard -= take
                 if self._discard == 0:
-                    events.append(Invalid(JOB_TOO_BIG, "put"))
-                    self._announced = False
+                    events.append(Invalid(JOB_TOO_BIG, None if self._quiet else "put"))
+                    self._announced = self._quiet = False
                     self._state = _Need.LINE
             else:  # DISCARD_LINE
                 eol = buf.find(b"\r\n", pos)
@@ -654,7 +657,7 @@ class CommandReader:
         del buf[:pos]
         if not self._announced and self._state in (_Need.BODY, _Need.DISCARD_BODY):
             self._announced = True
-            if type(self._pending_put) is not ScheduleAdd:  # (not a put: no id, no count)
+            if not self._quiet:  # (a schedule's definition is not a put: no id, no count)
                 events.append(PutStarted(too_big=self._state == _Need.DISCARD_BODY))
 
     def _line_event(self, line: bytes) -> Event | None:
@@ -766,8 +769,10 @@ class CommandReader:
             if not valid_tube_name(args[0]) or size < 0:
                 return Invalid(BAD_FORMAT)
             event = self._start_put(0, 0, 0, size, b"")
-            if event is None and self._state == _Need.BODY:
-                self._pending_put = ScheduleAdd(args[0], b"")
+            if event is None:
+                self._quiet = True
+                if self._state == _Need.BODY:
+                    self._pending_put = ScheduleAdd(args[0], b"")
             return event
         if word in SCHEDULE_WORDS and n == 1:
             if not valid_tube_name(args[0]):
