@@ -104,6 +104,10 @@ class AsyncWorker(Registry):
         self._stopping = False
         self._waiting: set[trio.CancelScope] = set()
 
+    def replace_source(self, source: AsyncCloneableSource) -> None:
+        """Take connections from ``source`` from now on (``beanq-worker -a``)."""
+        self._source = source
+
     def stop(self) -> None:
         """Stop reserving; running handlers finish. Call from the worker's trio thread."""
         self._stopping = True

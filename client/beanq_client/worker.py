@@ -401,6 +401,10 @@ class Worker(Registry):
         if inspect.iscoroutinefunction(func):
             raise TypeError("a coroutine handler needs AsyncWorker (trio)")
 
+    def replace_source(self, source: CloneableSource) -> None:
+        """Take connections from ``source`` from now on (``beanq-worker -a``)."""
+        self._source = source
+
     def stop(self) -> None:
         """Stop reserving; running handlers finish. Safe from any thread or signal handler."""
         self._stopping.set()
