@@ -766,7 +766,7 @@ class CommandReader:
             return event
         if word == b"beanq-schedule-add" and n == 2:
             size = _plain_number(args[1])
-            if not valid_tube_name(args[0]) or size < 0:
+            if not valid_tube_name(args[0]) or len(args[0]) > MAX_KEY or size < 0:
                 return Invalid(BAD_FORMAT)
             event = self._start_put(0, 0, 0, size, b"")
             if event is None:
@@ -775,7 +775,7 @@ class CommandReader:
                     self._pending_put = ScheduleAdd(args[0], b"")
             return event
         if word in SCHEDULE_WORDS and n == 1:
-            if not valid_tube_name(args[0]):
+            if not valid_tube_name(args[0]) or len(args[0]) > MAX_KEY:
                 return Invalid(BAD_FORMAT)
             return ScheduleCommand(SCHEDULE_WORDS[word], args[0])
         if word == b"beanq-reserve-batch" and n == 2:
@@ -1032,16 +1032,27 @@ ENCODED_CAPABILITIES: Final = b"beanq-capabilities\r\n"
 ENCODED_SCHEDULE_LIST: Final = b"beanq-schedule-list\r\n"
 
 
+def _check_schedule_name(name: str | bytes) -> bytes:
+    checked = _check_tube(name)
+    if len(checked) > MAX_KEY:
+        raise ValueError(f"a schedule name has at most {MAX_KEY} characters")
+    return checked
+
+
 def encode_schedule_add(name: str | bytes, definition: bytes) -> bytes:
     """``definition``: the schedule as JSON (see README, Schedules)."""
-    return b"beanq-schedule-add %b %d\r\n%b\r\n" % (_check_tube(name), len(definition), definition)
+    return b"beanq-schedule-add %b %d\r\n%b\r\n" % (
+        _check_schedule_name(name),
+        len(definition),
+        definition,
+    )
 
 
 def encode_schedule_command(word: str, name: str | bytes) -> bytes:
     """``word``: rm, pause, resume or show."""
     if word not in ("rm", "pause", "resume", "show"):
         raise ValueError(f"no schedule command {word!r}")
-    return b"beanq-schedule-%b %b\r\n" % (word.encode(), _check_tube(name))
+    return b"beanq-schedule-%b %b\r\n" % (word.encode(), _check_schedule_name(name))
 
 
 # --- YAML bodies of stats and list replies ------------------------------------------------------

@@ -87,6 +87,8 @@ async def test_errors() -> None:
             (b"beanq-schedule-rm a b\r\n", p.Reply("BAD_FORMAT")),
             (b"beanq-schedule-list x\r\n", p.Reply("BAD_FORMAT")),
             (b"beanq-schedule-show\r\n", p.Reply("BAD_FORMAT")),
+            (b"beanq-schedule-rm " + b"n" * 151 + b"\r\n", p.Reply("BAD_FORMAT")),
+            (b"beanq-schedule-add " + b"n" * 151 + b" 2\r\n", p.Reply("BAD_FORMAT")),
         ]
         for line, reply in bad:
             assert await c.ask(line) == reply, line
