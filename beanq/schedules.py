@@ -554,7 +554,15 @@ class ScheduleBook:
     def restore(self, engine: Engine, records: list[dict[str, Any]]) -> None:
         """Schedules read back from the binlog; missed times are caught up at the first tick."""
         for d in records:
-            sched = restored(d)
+            try:
+                sched = restored(d)
+            except (ScheduleError, KeyError, TypeError) as exc:  # (e.g. a zone gone from tzdata)
+                import logging
+
+                logging.getLogger("beanq").error(
+                    "binlog: schedule %s cannot be restored, dropped: %s", d.get("name"), exc
+                )
+                continue
             # (its last job's put may not have reached the disk: its id must not be reused)
             engine.next_id = max(engine.next_id, sched.last_job_id + 1)
             self.by_name[sched.name] = sched

@@ -166,3 +166,20 @@ def test_schedule_records_are_salvaged_like_job_records(tmp_path: Path) -> None:
     parts = bl._schedule_record(b'{"rm":"x"}', 5)
     data = b"".join(parts)
     assert bl._record_ok(data, memoryview(data), 0, len(data)) == len(data)
+
+
+def test_a_schedule_that_no_longer_parses_is_dropped_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A zone that left the time-zone database must not stop the server from starting."""
+    rig = Rig(tmp_path / "wal")
+    add(rig, "ok", tube="t", every=60)
+    bad = add(rig, "zone", tube="t", cron="0 * * * *", tz="Europe/Paris")
+    bad.trigger.tz = "Mars/Olympus"  # (as if tzdata had lost it: the next record says so)
+    rig.engine.schedule_book().pause(rig.engine, b"zone")
+    rig.flush()
+    other = rig.crash()
+    assert set(book(other)) == {b"ok"}
+    assert "schedule zone cannot be restored" in caplog.text
+    rig.close()
+    other.close()
