@@ -208,6 +208,7 @@ class Schedule:
         "grace",
         "last_fire",
         "last_job_id",
+        "late_max",
         "missed",
         "name",
         "next_fire",
@@ -250,6 +251,7 @@ class Schedule:
         self.skipped = 0  # fire times skipped because the last job was alive (overlap skip)
         self.missed = 0  # fire times missed (server down or stopped) and not caught up
         self.last_job_id = 0  # ids are never reused: alive while the engine holds this id
+        self.late_max = 0.0  # the most an on-time fire was late, since start (not logged)
         self.entry: Entry | None = None  # its timer in the engine's heap
 
     def __repr__(self) -> str:
@@ -291,6 +293,7 @@ class Schedule:
         d["last_job"] = self.last_job_id
         if engine is not None:
             d["last_job_alive"] = self.job_alive(engine)
+            d["late_max"] = round(self.late_max, 6)
         return d
 
     def job_alive(self, engine: Engine) -> bool:
@@ -586,6 +589,8 @@ class ScheduleBook:
         at = len(engine.changes)  # (the record goes before the jobs: see Durability)
         times, count = trigger.count_between(first, wall)
         on_time = times[-1] if wall - times[-1] <= LATE else None
+        if on_time is not None and wall - on_time > sched.late_max:
+            sched.late_max = wall - on_time
         late = count - (1 if on_time is not None else 0)
         late_times = times[:-1] if on_time is not None else times
         if on_time is not None:

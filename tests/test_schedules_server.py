@@ -57,6 +57,7 @@ async def test_add_replace_show_list_pause_resume_rm(
             "missed": 0,
             "last_job": 0,
             "last_job_alive": False,
+            "late_max": 0.0,
         }
         listed = await ask_json(c, b"beanq-schedule-list\r\n")
         assert isinstance(listed, list) and [s["name"] for s in listed] == ["daily", "digest"]
@@ -136,6 +137,7 @@ async def test_fires_on_time_to_a_waiting_reserve(autojump_clock: trio.testing.M
         shown = await ask_json(admin, b"beanq-schedule-show ten\r\n")
         assert isinstance(shown, dict)
         assert (shown["fired"], shown["skipped"], shown["missed"]) == (144, 0, 0)
+        assert shown["late_max"] == 0  # (each fire at its time, on trio's clock)
 
 
 async def test_overlap_skip_holds_back_while_the_job_lives(
