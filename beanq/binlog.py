@@ -63,6 +63,13 @@ and the result frozen (millions of objects, none of them garbage). Ids continue 
 highest id in any record or segment header (the id of a job put and deleted before it was
 written is kept by a tombstone, so it is never handed out again).
 
+Schedules. ``beanq.schedules`` hands its changes over as ``Engine.ops`` (OP_SCHEDULE): each
+is a D_SCHEDULE record (id 0) in its own frame, written in order with the job records (a fire's
+before the put of its job). Every segment this module creates starts, after its header, with a
+frame holding one D_SCHEDULE record of every schedule (none while the engine never had one),
+so replay finds them all in the newest segment and no segment is kept for them: the last
+record read for a schedule wins, a snapshot replaces all.
+
 Migration. Files written by beanstalkd 1.12 (format 7) or 1.4.4 to 1.10 (format 5) are read by
 ``beanq.binlog_v7``, which translates their records into beanq records in memory. They take
 part in replay and compaction as read-only segments: new records are written in beanq's
@@ -428,7 +435,7 @@ def _flush_record(ids: list[int], stamp: int) -> list[bytes]:
 
 
 def _schedule_record(payload: bytes, stamp: int) -> list[bytes]:
-    """A D_SCHEDULE record: ``payload`` is beanq.schedules' JSON (no job id: 0)."""
+    """A D_SCHEDULE record: ``payload`` is beanq.schedules' (no job id: 0)."""
     tail = TOMB_TAIL.pack(HS + len(payload), 0, 0, stamp)
     tail = tail[:-4] + bytes([D_SCHEDULE, 0, 0, 0]) + payload
     return [REC_HEAD.pack(REC_MAGIC, zlib.crc32(tail)), tail]

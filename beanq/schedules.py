@@ -23,12 +23,12 @@ fire happens now (the overlap rule applies), and counts the others; ``all`` puts
 missed time, at most ``MAX_CATCHUP`` (overlap not applied: each is a run that was owed), and
 counts the rest.
 
-Durability. Every change (add, replace, remove, pause, resume, fire) appends to
-``Engine.ops`` an ``OP_SCHEDULE`` operation holding the schedule's whole state as JSON (or its
-removal), *before* the put of the job a fire made: the binlog writes the schedule's record
-ahead of the job's, so a crash between them can lose that job but never fires the same time
-twice. Each new binlog segment starts with a snapshot of every schedule, so old segments are
-never needed for them (see ``beanq.binlog``).
+Durability. Every change appends to ``Engine.ops`` an ``OP_SCHEDULE`` operation: the
+schedule's whole state as JSON (add, replace, pause, resume), its removal, or for a fire (the
+commonest by far) what the fire changed, packed. A fire's record comes *before* the put of its
+job, so a crash between the two can lose that job but never fires the same time twice (and
+the lost job's id is not handed out again). Each new binlog segment starts with a snapshot of
+every schedule, so old segments are never needed for them (see ``beanq.binlog``).
 
 DST follows cronsim, which mimics Debian cron: for a 5-field expression with a fixed minute and
 hour, a time that the spring change skips fires at the first minute that exists after it, and a

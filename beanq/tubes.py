@@ -47,7 +47,7 @@ URGENT_THRESHOLD: Final = 1024
 # What Engine.ops records (the binlog writes one record for a flush, full records for a move)
 OP_FLUSH: Final = 1
 OP_MOVE: Final = 2
-OP_SCHEDULE: Final = 3  # a schedule's state or removal, as JSON (beanq.schedules)
+OP_SCHEDULE: Final = 3  # a schedule's record (its state, a fire, its removal: beanq.schedules)
 SAFETY_MARGIN: Final = 1.0  # seconds before a TTR deadline when a waiting worker is warned
 DEFAULT_TUBE: Final = b"default"
 # Upper bounds (seconds) of the reserve-to-delete histogram's buckets, the last one +Inf.
