@@ -1271,18 +1271,25 @@ class Binlog:
         self.records_written += 1 - len(logged)  # (one record, however many tombstones)
         return True
 
-    def _write_schedule(self, payload: list[Any]) -> bool:
-        """A schedule's record, alone in its frame (beanq.schedules)."""
-        data: bytes = payload[0]
-        size = HS + len(data)
+    def _write_schedule(self, payloads: list[Any]) -> bool:
+        """Schedules' records (beanq.schedules), in one frame unless a segment fills up.
+        Without room, what is left waits (``payloads`` keeps only that)."""
         batch = _Batch()
-        if not self._place(batch, size, owed=False, extra=0):
-            return False
-        parts = _schedule_record(data, self._next_stamp())
-        batch.parts.extend(parts)
-        batch.size = FRAME.size + size
+        written = 0
+        for i, data in enumerate(payloads):
+            size = HS + len(data)
+            if not self._place(batch, size, owed=False, extra=0):
+                self._commit(batch)
+                self.records_written += written
+                payloads[:] = payloads[i:]
+                return False
+            if not batch.parts:
+                batch.size = FS
+            batch.parts.extend(_schedule_record(data, self._next_stamp()))
+            batch.size += size
+            written += 1
         self._commit(batch)
-        self.records_written += 1
+        self.records_written += written
         return True
 
     def _schedule_snapshot(self) -> bytes:
