@@ -874,6 +874,7 @@ class Binlog:
         self._trouble: dict[str, float] = {}  # problems going on -> when last logged
         self._no_roll_until = 0.0  # creating a segment failed: do not retry before this
         self._appended = 0  # bytes written by this process, all segments
+        self._snapped = 0  # ... of which schedule snapshots (not a budget for compaction)
         self._synced = 0  # ... of which fsynced
         # Former current segments (fd, bytes used), to cut back to what they hold, fsync and
         # close: off the loop's thread when there is a sync (cutting a big preallocation waits
@@ -1139,6 +1140,7 @@ class Binlog:
         seg.fd = fd
         self._segments[seq] = seg
         self._appended += len(header)
+        self._snapped += len(snap)
         self._dir_dirty = True
         return seg
 
@@ -1181,13 +1183,14 @@ class Binlog:
                 self._ops.extend([(base + at, kind, done) for at, kind, done in ops])
             if jobs:
                 self._pending.extend(jobs)
-            before = self._appended
+            before = self._appended - self._snapped
             if self._ops:
                 self._flush_ops(wall - now)
             elif self._pending:
                 self._flush(wall - now)
             if not self._pending and not self._ops:
-                self._compact(wall - now, COMPACT_MIN + 2 * (self._appended - before))
+                wrote = self._appended - self._snapped - before
+                self._compact(wall - now, COMPACT_MIN + 2 * wrote)
         if not self.fsync:
             self._close_rolled()
             self._collect(self._appended)

@@ -82,6 +82,16 @@ class Hub:
         self.max_jobs: int | None = None  # optional cap on jobs held: OUT_OF_MEMORY beyond it
         self.connections: dict[Session, Connection] = {}
         self.dirty: list[Connection] = []  # connections with output since the last take_dirty
+        engine.room = self._room  # (asked by a schedule before each of its puts)
+
+    def _room(self, size: int) -> bool:
+        """A schedule's put is refused when a client's would be (draining, the job cap, no
+        binlog room); can_put then promises the binlog room, as for a put."""
+        return (
+            not self.draining
+            and (self.max_jobs is None or len(self.engine.jobs) < self.max_jobs)
+            and self.can_put(size)
+        )
 
     def open(self) -> Connection:
         conn = Connection(self)

@@ -431,9 +431,10 @@ def removal(name: bytes) -> bytes:
 
 
 def snapshot(book: ScheduleBook) -> bytes:
-    """Every schedule, for the start of a binlog segment."""
-    items = [json.loads(record(s))["set"] for s in book.by_name.values()]
-    return json.dumps({"snap": items}, separators=(",", ":")).encode()
+    """Every schedule, for the start of a binlog segment: each one's record without its
+    wrapper, joined (written under the binlog's lock: ten thousand take ~40 ms)."""
+    items = [record(s)[7:-1] for s in book.by_name.values()]  # (b'{"set":' ... b'}')
+    return b'{"snap":[' + b",".join(items) + b"]}"
 
 
 # A fire's record: what changed (next and last fire, counts, last job) and the name, packed
@@ -613,6 +614,10 @@ class ScheduleBook:
     def _put(self, engine: Engine, sched: Schedule, slot: float, now: float, overlap: bool) -> None:
         if overlap and sched.overlap == "skip" and sched.job_alive(engine):
             sched.skipped += 1
+            return
+        room = engine.room
+        if room is not None and not room(len(sched.body)):
+            sched.missed += 1  # (refused as a client's put would be: draining, full)
             return
         job = engine.put_scheduled(sched.tube, sched.pri, sched.delay, sched.ttr, sched.body, now)
         sched.last_job_id = job.id

@@ -37,7 +37,7 @@ import heapq
 import itertools
 from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -566,6 +566,9 @@ class Engine:
         # wall-clock: wall = now + wall_offset (set by the server)
         self.schedules: ScheduleBook | None = None
         self.wall_offset = 0.0
+        # Whether a schedule may put a job of this many bytes now (the hub's answer to a put:
+        # draining, the job cap, binlog room promised); None: always
+        self.room: Callable[[int], bool] | None = None
 
     # --- tubes -----------------------------------------------------------------------------
 

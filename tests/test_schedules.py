@@ -259,3 +259,21 @@ def test_no_schedule_no_module() -> None:
     e.put(s, 0, 0, 1, b"x", 0.0)
     e.tick(10.0)
     assert e.schedules is None
+
+
+def test_a_fire_refused_like_a_put_is_missed() -> None:
+    """Draining, the job cap or a full binlog refuse a schedule's put as they would a client's
+    (the hub answers ``engine.room``): the time counts as missed."""
+    e = engine_at(EPOCH)
+    s = add(e, "r", tube="t", every=10, overlap="allow")
+    asked: list[int] = []
+
+    def room(size: int) -> bool:
+        asked.append(size)
+        return len(asked) != 2
+
+    e.room = room
+    s.body = b"12345"
+    for k in (1, 2, 3):
+        e.tick(100.0 + 10 * k)
+    assert (s.fired, s.missed, len(e.jobs), asked) == (2, 1, 2, [5, 5, 5])
