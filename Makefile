@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 COMPILED := $(VENV)/.compiled
 INTERPRETED_TESTS := tests/test_protocol.py tests/test_engine.py tests/test_collector.py \
 	tests/test_server_streams.py tests/test_hardening.py tests/test_binlog.py \
-	tests/test_extensions.py tests/test_binlog_ext.py
+	tests/test_extensions.py tests/test_binlog_ext.py tests/test_schedules.py \
+	tests/test_binlog_schedules.py tests/test_schedules_server.py
 
 SOAK_SECONDS ?= 300
 FUZZ_SECONDS ?= 300

@@ -63,6 +63,13 @@ and the result frozen (millions of objects, none of them garbage). Ids continue 
 highest id in any record or segment header (the id of a job put and deleted before it was
 written is kept by a tombstone, so it is never handed out again).
 
+Schedules. ``beanq.schedules`` hands its changes over as ``Engine.ops`` (OP_SCHEDULE): each
+is a D_SCHEDULE record (id 0) in its own frame, written in order with the job records (a fire's
+before the put of its job). Every segment this module creates starts, after its header, with a
+frame holding one D_SCHEDULE record of every schedule (none while the engine never had one),
+so replay finds them all in the newest segment and no segment is kept for them: the last
+record read for a schedule wins, a snapshot replaces all.
+
 Migration. Files written by beanstalkd 1.12 (format 7) or 1.4.4 to 1.10 (format 5) are read by
 ``beanq.binlog_v7``, which translates their records into beanq records in memory. They take
 part in replay and compaction as read-only segments: new records are written in beanq's
@@ -85,12 +92,13 @@ import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from beanq import binlog_v7
 from beanq.dispatch import BinlogStats
 from beanq.tubes import (
     OP_FLUSH,
+    OP_SCHEDULE,
     Engine,
     Job,
     KeyedJob,
@@ -158,6 +166,7 @@ D_DELAYED: Final = 4
 # A record of many deletions at once (beanq-flush): the header (id: the highest of them), then
 # the ids, ascending, as runs: varint(gap from the end of the previous run), varint(length)
 D_FLUSH: Final = 8
+D_SCHEDULE: Final = 9  # a schedule's state, its removal, or a segment's snapshot of them all
 _LAST_JOB_STATE: Final = 4  # D_DELAYED, as a constant the compiled replay loop inlines
 
 _FROM_DISK: Final = (State.DELETED, State.READY, State.RESERVED, State.BURIED, State.DELAYED)
@@ -436,6 +445,12 @@ def _flush_record(ids: list[int], stamp: int) -> list[bytes]:
     return [head[:-4] + bytes([D_FLUSH, 0, 0, 0]), payload]
 
 
+def _schedule_record(payload: bytes, stamp: int) -> list[bytes]:
+    """A D_SCHEDULE record: ``payload`` is beanq.schedules' (no job id: 0)."""
+    head = TOMB_REC.pack(REC_MAGIC, HS + len(payload), 0, 0, stamp)
+    return [head[:-4] + bytes([D_SCHEDULE, 0, 0, 0]), payload]
+
+
 def _tombstone(parts: list[bytes], jid: int, stamp: int) -> None:
     parts.append(_pack_tomb(REC_MAGIC, HS, 0, jid, stamp))
 
@@ -476,7 +491,7 @@ def _record_ok(buf: bytes, mv: memoryview, q: int, n: int) -> int:
     _, crc, length, *_, state, tlen, klen = REC.unpack_from(buf, q)
     if length < HS or q + length > n or tlen + klen > length - HS:
         return 0
-    if state > D_DELAYED and state != D_FLUSH:
+    if state > D_DELAYED and state != D_FLUSH and state != D_SCHEDULE:
         return 0
     if state == D_DELETED and length != HS:
         return 0
@@ -609,6 +624,7 @@ class _Replay:
         self.order: dict[int, int] = {}  # id -> stamp of its last bury (buried jobs' order)
         self.tubes: dict[bytes, Tube] = {}
         self.keyed: list[KeyedJob] = []  # jobs put with beanq-put-unique (some may be dead)
+        self.schedules: dict[str, dict[str, object]] | None = None  # name -> state (last wins)
         self.max_id = 0
         self.max_stamp = 0
         self.live = 0
@@ -645,9 +661,12 @@ class _Replay:
                 break
             if stamp > max_stamp:
                 max_stamp = stamp
-            if state > _LAST_JOB_STATE:  # (D_FLUSH: the records of extensions are rare)
+            if state > _LAST_JOB_STATE:  # (D_FLUSH...: the records of extensions are rare)
                 self.live = live
-                self._flushed(seq, buf, s + HS, s + length)
+                if state == D_SCHEDULE:
+                    self._scheduled(buf[s + HS : s + length])
+                else:
+                    self._flushed(seq, buf, s + HS, s + length)
                 live = self.live
                 max_id = max(max_id, jid)
                 s += length
@@ -744,6 +763,14 @@ class _Replay:
             else:
                 dead[jid] = (seq, job.logged >> 32)
                 self.live -= _full_size(job)
+
+    def _scheduled(self, payload: bytes) -> None:
+        """A D_SCHEDULE record (rare: its module is imported only when one is found)."""
+        from beanq import schedules
+
+        if self.schedules is None:
+            self.schedules = {}
+        schedules.replay(self.schedules, payload)
 
     def _moved(self, job: Job, name: bytes) -> None:
         """A full record put an existing job in another tube (beanq-move)."""
@@ -860,6 +887,7 @@ class Binlog:
         self._trouble: dict[str, float] = {}  # problems going on -> when last logged
         self._no_roll_until = 0.0  # creating a segment failed: do not retry before this
         self._appended = 0  # bytes written by this process, all segments
+        self._snapped = 0  # ... of which schedule snapshots (not a budget for compaction)
         self._synced = 0  # ... of which fsynced
         # Former current segments (fd, bytes used), to cut back to what they hold, fsync and
         # close: off the loop's thread when there is a sync (cutting a big preallocation waits
@@ -999,6 +1027,8 @@ class Binlog:
         engine.next_id = max(engine.next_id, ctx.max_id + 1)
         if ctx.keyed:
             engine.restore_keys(ctx.keyed)
+        if ctx.schedules is not None:
+            engine.schedule_book().restore(engine, list(ctx.schedules.values()))
         self._bury_order = {j.id: order[j.id] for j in buried}
 
     def _adopt(self, ctx: _Replay) -> None:
@@ -1103,11 +1133,13 @@ class Binlog:
         """A new current segment, preallocated with ``room`` bytes after its header."""
         seq = self._next_seq
         path = os.path.join(self.directory, f"binlog.{seq}")
+        snap = self._schedule_snapshot()
+        room += len(snap)
         cap = max(self.size, -(-(SEG_HEADER.size + room) // PAGE) * PAGE)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             self.allocate(fd, 0, cap)
-            header = _header(self._max_id, self._stamp)
+            header = _header(self._max_id, self._stamp) + snap
             if self.pwrite(fd, [header], 0) != len(header):
                 raise OSError(errno.ENOSPC, "short write")
         except OSError:
@@ -1116,11 +1148,12 @@ class Binlog:
                 os.unlink(path)
             raise
         self._next_seq = seq + 1
-        seg = Segment(seq, path, SEG_HEADER.size)
+        seg = Segment(seq, path, len(header))
         seg.cap = cap
         seg.fd = fd
         self._segments[seq] = seg
-        self._appended += SEG_HEADER.size
+        self._appended += len(header)
+        self._snapped += len(snap)
         self._dir_dirty = True
         return seg
 
@@ -1163,13 +1196,14 @@ class Binlog:
                 self._ops.extend([(base + at, kind, done) for at, kind, done in ops])
             if jobs:
                 self._pending.extend(jobs)
-            before = self._appended
+            before = self._appended - self._snapped
             if self._ops:
                 self._flush_ops(wall - now)
             elif self._pending:
                 self._flush(wall - now)
             if not self._pending and not self._ops:
-                self._compact(wall - now, COMPACT_MIN + 2 * (self._appended - before))
+                wrote = self._appended - self._snapped - before
+                self._compact(wall - now, COMPACT_MIN + 2 * wrote)
         if not self.fsync:
             self._close_rolled()
             self._collect(self._appended)
@@ -1225,6 +1259,8 @@ class Binlog:
 
     def _write_op(self, kind: int, jobs: list[Job], offset: float) -> bool:
         try:
+            if kind == OP_SCHEDULE:
+                return self._write_schedule(jobs)
             if kind == OP_FLUSH:
                 return self._write_flush(jobs)
             return self._write_move(jobs, offset)
@@ -1250,6 +1286,40 @@ class Binlog:
         self._commit(batch)
         self.records_written += 1 - len(logged)  # (one record, however many tombstones)
         return True
+
+    def _write_schedule(self, payloads: list[Any]) -> bool:
+        """Schedules' records (beanq.schedules), in one frame unless a segment fills up.
+        Without room, what is left waits (``payloads`` keeps only that)."""
+        batch = _Batch()
+        written = 0
+        for i, data in enumerate(payloads):
+            size = HS + len(data)
+            if not self._place(batch, size, owed=False, extra=0):
+                self._commit(batch)
+                self.records_written += written
+                payloads[:] = payloads[i:]
+                return False
+            if not batch.parts:
+                batch.size = FS
+            batch.parts.extend(_schedule_record(data, self._next_stamp()))
+            batch.size += size
+            written += 1
+        self._commit(batch)
+        self.records_written += written
+        return True
+
+    def _schedule_snapshot(self) -> bytes:
+        """A new segment's first frame: every schedule, so that replay never needs an older
+        segment for them (none while the engine never had a schedule)."""
+        engine = self._engine
+        if engine is None or engine.schedules is None:
+            return b""
+        from beanq import schedules
+
+        parts = _schedule_record(schedules.snapshot(engine.schedules), self._stamp)
+        self._stamp += 1
+        body = b"".join(parts)
+        return _pack_frame(FRAME_MAGIC, len(body), _crc32(body)) + body
 
     def _write_move(self, jobs: list[Job], offset: float) -> bool:
         """A full record of each moved job (its new tube, and its state now), as compaction

@@ -82,6 +82,16 @@ class Hub:
         self.max_jobs: int | None = None  # optional cap on jobs held: OUT_OF_MEMORY beyond it
         self.connections: dict[Session, Connection] = {}
         self.dirty: list[Connection] = []  # connections with output since the last take_dirty
+        engine.room = self._room  # (asked by a schedule before each of its puts)
+
+    def _room(self, size: int) -> bool:
+        """A schedule's put is refused when a client's would be (draining, the job cap, no
+        binlog room); can_put then promises the binlog room, as for a put."""
+        return (
+            not self.draining
+            and (self.max_jobs is None or len(self.engine.jobs) < self.max_jobs)
+            and self.can_put(size)
+        )
 
     def open(self) -> Connection:
         conn = Connection(self)
@@ -594,6 +604,46 @@ class Connection:
         command: a client that sends its token anyway carries on."""
         self._reply(p.UNKNOWN_COMMAND)
 
+    def _schedule_add(self, cmd: p.ScheduleAdd, now: float) -> None:
+        from beanq import schedules
+
+        engine = self.hub.engine
+        try:
+            sched = schedules.parse(cmd.name, cmd.body, now + engine.wall_offset)
+        except schedules.ScheduleError as exc:
+            self._reply(schedules.error_reply(str(exc)))
+            return
+        replaced = engine.schedule_book().add(engine, sched, now)
+        self._reply(b"REPLACED\r\n" if replaced else b"ADDED\r\n")
+
+    def _schedule_command(self, cmd: p.ScheduleCommand, now: float) -> None:
+        engine = self.hub.engine
+        book = engine.schedules
+        if book is None or cmd.name not in book.by_name:
+            self._reply(p.NOT_FOUND)
+        elif cmd.word == "show":
+            from beanq import schedules
+
+            self._reply(p.ok_reply(schedules.show(engine, [book.by_name[cmd.name]], one=True)))
+        elif cmd.word == "rm":
+            book.remove(engine, cmd.name)
+            self._reply(p.DELETED)
+        elif cmd.word == "pause":
+            book.pause(engine, cmd.name)
+            self._reply(b"PAUSED\r\n")
+        else:
+            book.resume(engine, cmd.name, now)
+            self._reply(b"RESUMED\r\n")
+
+    def _schedule_list(self, cmd: p.ScheduleList, now: float) -> None:
+        engine = self.hub.engine
+        if engine.schedules is None:
+            self._reply(p.ok_reply(b"[]"))
+            return
+        from beanq import schedules
+
+        self._reply(p.ok_reply(schedules.show(engine, list(engine.schedules.by_name.values()))))
+
     def _invalid(self, event: p.Invalid, now: float) -> None:
         if event.counted == "put" and self._put_started:
             self._put_started = False  # counted by PutStarted already
@@ -624,5 +674,8 @@ _HANDLERS: dict[type, Callable[[Connection, p.Event, float], None]] = {
     p.Move: Connection._move,  # type: ignore[dict-item]
     p.Capabilities: Connection._capabilities,  # type: ignore[dict-item]
     p.Auth: Connection._auth,  # type: ignore[dict-item]
+    p.ScheduleAdd: Connection._schedule_add,  # type: ignore[dict-item]
+    p.ScheduleCommand: Connection._schedule_command,  # type: ignore[dict-item]
+    p.ScheduleList: Connection._schedule_list,  # type: ignore[dict-item]
 }
 HANDLERS = _HANDLERS  # for beanq.auth, which puts its gate in front of each

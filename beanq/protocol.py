@@ -257,6 +257,35 @@ class Auth(_Record):
         self.token = token
 
 
+class ScheduleAdd(Put):
+    """``beanq-schedule-add``: its body (read as a put's) is the JSON definition."""
+
+    _fields = ("body", "name")  # type: ignore[assignment]
+    __slots__ = ("name",)
+
+    def __init__(self, name: bytes, body: bytes) -> None:
+        super().__init__(0, 0, 0, body)
+        self.name = name
+
+
+class ScheduleCommand(_Record):
+    """``beanq-schedule-rm``, ``-pause``, ``-resume`` and ``-show``: ``word`` is rm, pause,
+    resume or show."""
+
+    _fields = ("word", "name")
+    __slots__ = _fields
+
+    def __init__(self, word: str, name: bytes) -> None:
+        self.word = word
+        self.name = name
+
+
+class ScheduleList(_Record):
+    """``beanq-schedule-list``."""
+
+    __slots__ = ()
+
+
 class PutStarted(_Record):
     """A put line was read and its body has not all arrived. beanstalkd counts the put and
     makes the job (using up an id) at this point, so the dispatcher does the same; a put whose
@@ -301,6 +330,8 @@ Command = (
     | ReserveBatch
     | Capabilities
     | Auth
+    | ScheduleCommand
+    | ScheduleList
 )
 Event = Command | PutStarted | Invalid
 
@@ -323,8 +354,15 @@ _SIMPLE: Final = {
 }
 _RESERVE: Final = Reserve(None)
 _CAPABILITIES: Final = Capabilities()
+_SCHEDULE_LIST: Final = ScheduleList()
 # The extensions: names namespaced so that no stock client sends one by accident.
-CAPABILITIES: Final = [b"flush", b"list", b"move", b"reserve-batch", b"put-unique"]
+CAPABILITIES: Final = [b"flush", b"list", b"move", b"reserve-batch", b"put-unique", b"schedules"]
+SCHEDULE_WORDS: Final = {
+    b"beanq-schedule-rm": "rm",
+    b"beanq-schedule-pause": "pause",
+    b"beanq-schedule-resume": "resume",
+    b"beanq-schedule-show": "show",
+}
 FLUSH_STATES: Final = frozenset(["ready", "delayed", "buried", "all"])
 LIST_STATES: Final = frozenset(["ready", "delayed", "buried", "reserved"])
 MOVE_STATES: Final = frozenset(["ready", "delayed", "buried"])
@@ -339,6 +377,12 @@ _EXTENSIONS: Final = frozenset(
         b"beanq-reserve-batch",
         b"beanq-put-unique",
         b"beanq-capabilities",
+        b"beanq-schedule-add",
+        b"beanq-schedule-rm",
+        b"beanq-schedule-pause",
+        b"beanq-schedule-resume",
+        b"beanq-schedule-show",
+        b"beanq-schedule-list",
     ]
 )
 # Names that beanstalkd 1.12 matches by prefix and then rejects for trailing junk; beanq gives
@@ -445,6 +489,7 @@ class CommandReader:
         "_max_job_size",
         "_pending_put",
         "_pieces",
+        "_quiet",
         "_state",
     )
 
@@ -456,6 +501,7 @@ class CommandReader:
         self._discard = 0  # DISCARD_BODY: bytes still to throw away
         self._body_size = 0  # BODY: size announced by the pending put
         self._announced = False  # PutStarted was emitted for the pending put
+        self._quiet = False  # the body being read is a schedule's definition, not a put
         # BODY of a big put whose line came with nothing buffered: the pieces received so far
         # (from the body's first byte on), joined once when the body is whole
         self._pieces: list[bytes | memoryview] = []
@@ -563,12 +609,13 @@ class CommandReader:
         put = self._pending_put
         assert put is not None
         if body is None:
-            events.append(Invalid(EXPECTED_CRLF, "put", producer=True))
+            quiet = self._quiet
+            events.append(Invalid(EXPECTED_CRLF, None if quiet else "put", producer=not quiet))
         else:
             put.body = body
             events.append(put)
         self._pending_put = None
-        self._announced = False
+        self._announced = self._quiet = False
         self._state = _Need.LINE
 
     def _drain(self, events: list[Event]) -> None:
@@ -608,8 +655,8 @@ class CommandReader:
                 pos += take
                 self._discard -= take
                 if self._discard == 0:
-                    events.append(Invalid(JOB_TOO_BIG, "put"))
-                    self._announced = False
+                    events.append(Invalid(JOB_TOO_BIG, None if self._quiet else "put"))
+                    self._announced = self._quiet = False
                     self._state = _Need.LINE
             else:  # DISCARD_LINE
                 eol = buf.find(b"\r\n", pos)
@@ -624,7 +671,8 @@ class CommandReader:
         del buf[:pos]
         if not self._announced and self._state in (_Need.BODY, _Need.DISCARD_BODY):
             self._announced = True
-            events.append(PutStarted(too_big=self._state == _Need.DISCARD_BODY))
+            if not self._quiet:  # (a schedule's definition is not a put: no id, no count)
+                events.append(PutStarted(too_big=self._state == _Need.DISCARD_BODY))
 
     def _line_event(self, line: bytes) -> Event | None:
         """``_parse_line``, with a shortcut for what workers send most: ``delete N`` and
@@ -655,6 +703,8 @@ class CommandReader:
                 return Invalid(BAD_FORMAT)
             if word == b"beanq-capabilities":
                 return _CAPABILITIES
+            if word == b"beanq-schedule-list":
+                return _SCHEDULE_LIST
             if word in _EXTENSIONS:
                 return Invalid(BAD_FORMAT)
             if word.startswith(_BAD_FORMAT_PREFIXES):
@@ -730,6 +780,20 @@ class CommandReader:
             if event is None and self._state == _Need.BODY:
                 self._pending_put = PutUnique(key, pri, delay, ttr, b"")
             return event
+        if word == b"beanq-schedule-add" and n == 2:
+            size = _plain_number(args[1])
+            if not valid_tube_name(args[0]) or len(args[0]) > MAX_KEY or size < 0:
+                return Invalid(BAD_FORMAT)
+            event = self._start_put(0, 0, 0, size, b"")
+            if event is None:
+                self._quiet = True
+                if self._state == _Need.BODY:
+                    self._pending_put = ScheduleAdd(args[0], b"")
+            return event
+        if word in SCHEDULE_WORDS and n == 1:
+            if not valid_tube_name(args[0]) or len(args[0]) > MAX_KEY:
+                return Invalid(BAD_FORMAT)
+            return ScheduleCommand(SCHEDULE_WORDS[word], args[0])
         if word == b"beanq-reserve-batch" and n == 2:
             count, timeout = _plain_number(args[0]), _plain_number(args[1])
             if not (1 <= count <= MAX_BATCH and 0 <= timeout <= INT_MAX):
@@ -981,6 +1045,30 @@ def encode_reserve_batch(n: int, timeout: int) -> bytes:
 
 
 ENCODED_CAPABILITIES: Final = b"beanq-capabilities\r\n"
+ENCODED_SCHEDULE_LIST: Final = b"beanq-schedule-list\r\n"
+
+
+def _check_schedule_name(name: str | bytes) -> bytes:
+    checked = _check_tube(name)
+    if len(checked) > MAX_KEY:
+        raise ValueError(f"a schedule name has at most {MAX_KEY} characters")
+    return checked
+
+
+def encode_schedule_add(name: str | bytes, definition: bytes) -> bytes:
+    """``definition``: the schedule as JSON (see README, Schedules)."""
+    return b"beanq-schedule-add %b %d\r\n%b\r\n" % (
+        _check_schedule_name(name),
+        len(definition),
+        definition,
+    )
+
+
+def encode_schedule_command(word: str, name: str | bytes) -> bytes:
+    """``word``: rm, pause, resume or show."""
+    if word not in ("rm", "pause", "resume", "show"):
+        raise ValueError(f"no schedule command {word!r}")
+    return b"beanq-schedule-%b %b\r\n" % (word.encode(), _check_schedule_name(name))
 
 
 def encode_auth(token: str | bytes) -> bytes:

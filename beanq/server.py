@@ -399,7 +399,7 @@ class EpollLoop:
             except Exception:
                 log.exception("internal error in timers")
                 when = now + 0.1
-            if hub.dirty or hub.engine.changes:
+            if hub.dirty or hub.engine.changes or hub.engine.ops:
                 self._flush_dirty(now)
         else:
             when = timers[0][0] if timers else None  # (a stale entry just wakes us early)
@@ -935,6 +935,7 @@ def run(config: Config, bound: list[Endpoint], lock: tuple[int, str] | None = No
     log.info("beanq %s, %s", __version__, buildinfo.describe())
     fd_limit = raise_fd_limit()
     engine = Engine(time.monotonic())
+    engine.wall_offset = time.time() - time.monotonic()  # (schedules' fire times are wall-clock)
     journal = open_journal(config, engine, lock)
     tune_collector()
     hub = make_hub(config, engine, journal)

@@ -37,13 +37,17 @@ import heapq
 import itertools
 from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict
-from collections.abc import Iterable
-from typing import Any, Final
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from beanq.schedules import Schedule, ScheduleBook
 
 URGENT_THRESHOLD: Final = 1024
 # What Engine.ops records (the binlog writes one record for a flush, full records for a move)
 OP_FLUSH: Final = 1
 OP_MOVE: Final = 2
+OP_SCHEDULE: Final = 3  # a schedule's record (its state, a fire, its removal: beanq.schedules)
 SAFETY_MARGIN: Final = 1.0  # seconds before a TTR deadline when a waiting worker is warned
 DEFAULT_TUBE: Final = b"default"
 # Upper bounds (seconds) of the reserve-to-delete histogram's buckets, the last one +Inf.
@@ -524,8 +528,9 @@ class Engine:
         self.notices: list[tuple[Session, Job | Notice]] = []
         self.changes: list[Job] = []
         # Changes the binlog records otherwise than by a record per job in ``changes``:
-        # (how many of ``changes`` came before, OP_FLUSH or OP_MOVE, the jobs concerned)
-        self.ops: list[tuple[int, int, list[Job]]] = []
+        # (how many of ``changes`` came before, OP_FLUSH or OP_MOVE, the jobs concerned; or
+        # OP_SCHEDULE and a record's payload)
+        self.ops: list[tuple[int, int, list[Any]]] = []
         self.unique: dict[tuple[bytes, bytes], KeyedJob] = {}  # (tube, key) -> live job
         self._session_ids = itertools.count(1)
         # counters reported by `stats`
@@ -557,6 +562,13 @@ class Engine:
         self.reserve_times: dict[Job, float] = {}
         self.default_tube = self._tube(DEFAULT_TUBE)
         self.default_tube.refs += 1  # the default tube is never freed
+        # Periodic schedules (beanq.schedules), made with the first one; their fire times are
+        # wall-clock: wall = now + wall_offset (set by the server)
+        self.schedules: ScheduleBook | None = None
+        self.wall_offset = 0.0
+        # Whether a schedule may put a job of this many bytes now (the hub's answer to a put:
+        # draining, the job cap, binlog room promised); None: always
+        self.room: Callable[[int], bool] | None = None
 
     # --- tubes -----------------------------------------------------------------------------
 
@@ -1239,8 +1251,10 @@ class Engine:
                     self._expire(item, now)
             elif isinstance(item, Session):
                 self._wake(item, now)
-            else:
+            elif isinstance(item, Tube):
                 self._unpause(item)
+            else:
+                self._fire_schedule(item, now)
         if fired:
             self._process_queue(now)
             self._compact_timers()
@@ -1346,10 +1360,55 @@ class Engine:
         a million reserved-then-deleted jobs would otherwise hold them all until their TTRs."""
         timers = self.timers
         if len(timers) > 64 and len(timers) > 2 * (
-            self.delayed_count + self.reserved_count + self.waiting_count + len(self.tubes)
+            self.delayed_count
+            + self.reserved_count
+            + self.waiting_count
+            + len(self.tubes)
+            + (len(self.schedules) if self.schedules is not None else 0)
         ):
             timers[:] = [e for e in timers if e[2].entry is e]  # (in place: tick holds it)
             heapq.heapify(timers)
+
+    # --- schedules (the rules are beanq.schedules'; puts, timers and records are here) ---------
+
+    def schedule_book(self) -> ScheduleBook:
+        """The schedules, made at first use: a server without any never imports the module
+        (nor zoneinfo and the cron library)."""
+        book = self.schedules
+        if book is None:
+            from beanq.schedules import ScheduleBook
+
+            book = self.schedules = ScheduleBook()
+        return book
+
+    def put_scheduled(
+        self, tube_name: bytes, pri: int, delay: int, ttr: int, body: bytes, now: float
+    ) -> Job:
+        """A put by a schedule: no session, the tube by name."""
+        job = Job(self.allocate_id(), pri, delay, max(ttr, 1), body, self._tube(tube_name), now)
+        self._admit(job, delay, now)
+        return job
+
+    def arm_schedule(self, sched: Schedule, when: float) -> None:
+        entry: Entry = (when, next(self._timer_seq), sched)
+        sched.entry = entry
+        self._push_timer(entry)
+
+    def log_schedule(self, payload: bytes, at: int = -1) -> None:
+        """A schedule changed: the binlog records ``payload`` after the first ``at`` of
+        ``changes`` (-1: all so far), or with the schedule records logged just before it, in
+        one frame: a schedule's record may go ahead of job changes, never behind them (ten
+        thousand fires a second are then two writes, not twenty thousand)."""
+        ops = self.ops
+        if ops and ops[-1][1] == OP_SCHEDULE:
+            ops[-1][2].append(payload)
+        else:
+            ops.append((len(self.changes) if at < 0 else at, OP_SCHEDULE, [payload]))
+
+    def _fire_schedule(self, sched: Schedule, now: float) -> None:
+        book = self.schedules
+        assert book is not None
+        book.fire(self, sched, now)
 
     # --- state transitions -------------------------------------------------------------------
 

@@ -19,11 +19,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import extensions, flat, hogs, http_cost, memory, report, startup, tls_cost, workloads
+from bench import (
+    extensions,
+    flat,
+    hogs,
+    http_cost,
+    memory,
+    report,
+    schedules,
+    startup,
+    tls_cost,
+    workloads,
+)
 from bench.loadgen import LoadGen
 from bench.servers import ServerKind, beanq_kind, beanstalkd_kind, probe, raise_nofile
 
-SECTIONS = ("startup", "throughput", "flat", "memory", "extensions", "http", "tls")
+SECTIONS = ("startup", "throughput", "flat", "memory", "extensions", "http", "tls", "schedules")
 
 # One core for the server under test, the others for the load generator: with more busy
 # processes than cores, the scheduler's time slices (~3 ms) land in the latency figures and
@@ -454,6 +465,16 @@ def main(argv: list[str] | None = None) -> int:
                 run_http(run, results)
             if "tls" in sections:
                 run_tls(run, results)
+            if "schedules" in sections and not run.over_budget("the schedules"):
+                results["schedules"] = schedules.run(
+                    beanq_kind(),
+                    run.lg,
+                    schedules=1_000 if run.args.quick else 10_000,
+                    rounds=run.args.rounds,
+                    duration=max(HTTP_RUN_SECONDS, run.args.duration),
+                    workers=run.args.workers,
+                    log=run.log,
+                )
         except KeyboardInterrupt:
             run.note("interrupted: the figures below are partial")
         _note_noise(run, results)
@@ -507,6 +528,8 @@ def render(results: dict[str, Any], names: list[str]) -> str:
     if "tls" in results:
         out.append("\ntls:// listeners (beanq alone)")
         out.append(tls_cost.render(results["tls"]))
+    if results.get("schedules"):
+        out.append(schedules.render(results["schedules"]))
     if results.get("notes"):
         out.append("\nNotes:")
         out.extend(f"- {n}" for n in results["notes"])

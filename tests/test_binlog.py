@@ -51,8 +51,10 @@ class Rig:
         self.now = now
         self.wall = wall
         self.engine = Engine(now)
+        self.engine.wall_offset = wall - now  # (as the server sets it: schedules' clock)
         self.log = bl.Binlog.open(str(path), segment_size=segment_size, fsync=fsync)
         self.log.replay(self.engine, now, wall)
+        self.engine.room = self.log.can_put  # (a schedule's put promises its room, as a put)
         self.s = self.engine.connect()
 
     # driving the engine, each step written to the binlog like the server does

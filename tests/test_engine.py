@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from beanq import schedules
 from beanq.tubes import (
     RESERVE_DELETE_BOUNDS,
     SAFETY_MARGIN,
@@ -23,6 +24,35 @@ from beanq.tubes import (
 )
 
 TUBES = [b"default", b"a", b"b"]
+WALL = 1_000_000.0  # the engine's wall_offset: schedules' times are wall = now + WALL
+LATE = schedules.LATE
+
+
+@dataclass
+class ModelSchedule:
+    """An interval schedule, its times recomputed from scratch: start + k * every."""
+
+    tube: bytes
+    pri: int
+    delay: int
+    every: float
+    start: float
+    overlap: str
+    catchup: str
+    grace: float
+    paused: bool = False
+    next_fire: float | None = None
+    last_fire: float | None = None
+    fired: int = 0
+    skipped: int = 0
+    missed: int = 0
+    last_job: int = 0
+
+    def after(self, t: float) -> float:
+        k = 0
+        while self.start + k * self.every <= t:
+            k += 1
+        return self.start + k * self.every
 
 
 @dataclass
@@ -59,6 +89,8 @@ class EngineMachine(RuleBasedStateMachine):
         self.tube_counts: dict[bytes, Counter[str]] = {}
         self.observing = False
         self.spans: list[float] = []
+        self.engine.wall_offset = WALL
+        self.scheds: dict[bytes, ModelSchedule] = {}
 
     def _count(self, job: ModelJob, name: str) -> None:
         job.counts[name] += 1
@@ -374,8 +406,178 @@ class EngineMachine(RuleBasedStateMachine):
     @rule(dt=st.sampled_from([0.5, 1.0, 2.0, 4.0]))
     def advance(self, dt: float) -> None:
         self.now += dt
+        before = self.engine.next_id
+        due = self._schedules_due()  # (what the engine should put, from the model's times)
         self.engine.tick(self.now)
         self._model_tick()
+        self._adopt_scheduled(before, due)
+
+    # --- schedules: interval triggers only (cron times are tests/test_schedules.py's) ------
+
+    def _schedules_due(self) -> dict[bytes, int]:
+        """Fire every model schedule due at ``now``: its counts and times; how many jobs each
+        puts. A job put by one schedule cannot end another's overlap, so each is alone."""
+        wall = self.now + WALL
+        puts: dict[bytes, int] = {}
+        for name, m in self.scheds.items():
+            if m.paused or m.next_fire is None or m.next_fire > wall:
+                continue
+            times = []
+            t = m.next_fire
+            while t <= wall:
+                times.append(t)
+                t = m.after(t)
+            alive = m.last_job in self.model
+            n = 0
+            on_time = times[-1] if wall - times[-1] <= LATE else None
+            late = times[:-1] if on_time is not None else times
+
+            def put(slot: float, overlap: bool, m: ModelSchedule = m) -> None:
+                nonlocal n, alive
+                if overlap and m.overlap == "skip" and alive:
+                    m.skipped += 1
+                    return
+                n += 1
+                alive = True
+                m.fired += 1
+                m.last_fire = slot
+
+            if on_time is not None:
+                put(on_time, True)
+            if late:
+                if m.catchup == "all":
+                    for slot in late[-schedules.MAX_CATCHUP :]:
+                        put(slot, False)
+                    m.missed += max(0, len(late) - schedules.MAX_CATCHUP)
+                elif m.catchup == "one" and on_time is None and wall - late[-1] <= m.grace:
+                    put(late[-1], True)
+                    m.missed += len(late) - 1
+                else:
+                    m.missed += len(late)
+            m.next_fire = t
+            puts[name] = n
+        return puts
+
+    def _adopt_scheduled(self, before: int, due: dict[bytes, int]) -> None:
+        """The jobs the tick put: as many per schedule as the model says (each schedule's
+        priority is its own), each a put into its tube."""
+        new = [self.engine.jobs[i] for i in range(before, self.engine.next_id)]
+        for name, n in due.items():
+            m = self.scheds[name]
+            mine = [j for j in new if j.pri == m.pri]
+            assert len(mine) == n, (name, m, mine)
+            for job in mine:
+                assert job.tube.name == m.tube and job.delay == m.delay
+                self.model[job.id] = ModelJob(
+                    job.id,
+                    m.tube,
+                    m.pri,
+                    State.DELAYED if m.delay else State.READY,
+                    self.now + m.delay if m.delay else 0.0,
+                    size=len(job.body),
+                )
+                m.last_job = job.id
+        assert len(new) == sum(due.values())
+
+    @rule(
+        name=st.sampled_from([b"s0", b"s1"]),
+        tube=st.sampled_from(TUBES),
+        delay=st.sampled_from([0, 0, 3]),
+        every=st.sampled_from([0.5, 1.5, 3.0, 5.0]),
+        start=st.sampled_from([None, -2.0, 0.25, 7.0]),
+        overlap=st.sampled_from(["skip", "allow"]),
+        catchup=st.sampled_from(["none", "one", "all"]),
+        grace=st.sampled_from([0.0, 2.0, 60.0]),
+    )
+    def add_schedule(
+        self,
+        name: bytes,
+        tube: bytes,
+        delay: int,
+        every: float,
+        start: float | None,
+        overlap: str,
+        catchup: str,
+        grace: float,
+    ) -> None:
+        wall = self.now + WALL
+        begin = wall if start is None else wall + start
+        pri = 7000 + int(name[1:])
+        d = {
+            "tube": tube.decode(),
+            "every": every,
+            "start": begin,
+            "pri": pri,
+            "delay": delay,
+            "overlap": overlap,
+            "catchup": catchup,
+            "grace": grace,
+            "body": "s",
+        }
+        sched = schedules.from_dict(name, d, wall)
+        replaced = self.engine.schedule_book().add(self.engine, sched, self.now)
+        old = self.scheds.get(name)
+        assert replaced == (old is not None)
+        m = ModelSchedule(tube, pri, delay, every, begin, overlap, catchup, grace)
+        if old is not None:
+            m.paused, m.last_fire, m.last_job = old.paused, old.last_fire, old.last_job
+            m.fired, m.skipped, m.missed = old.fired, old.skipped, old.missed
+            if (old.every, old.start) == (every, begin):
+                m.next_fire = old.next_fire
+        if not m.paused and m.next_fire is None:
+            m.next_fire = m.after(wall)
+        self.scheds[name] = m
+
+    @rule(name=st.sampled_from([b"s0", b"s1"]))
+    def remove_schedule(self, name: bytes) -> None:
+        book = self.engine.schedule_book()
+        assert book.remove(self.engine, name) == (self.scheds.pop(name, None) is not None)
+
+    @rule(name=st.sampled_from([b"s0", b"s1"]))
+    def pause_schedule(self, name: bytes) -> None:
+        book = self.engine.schedule_book()
+        m = self.scheds.get(name)
+        assert book.pause(self.engine, name) == (m is not None)
+        if m is not None:
+            m.paused, m.next_fire = True, None
+
+    @rule(name=st.sampled_from([b"s0", b"s1"]))
+    def resume_schedule(self, name: bytes) -> None:
+        book = self.engine.schedule_book()
+        m = self.scheds.get(name)
+        assert book.resume(self.engine, name, self.now) == (m is not None)
+        if m is not None and m.paused:
+            m.paused, m.next_fire = False, m.after(self.now + WALL)
+
+    @rule()
+    def finish_scheduled_jobs(self) -> None:
+        """A worker deletes the jobs schedules put last (what ends an overlap skip)."""
+        for m in self.scheds.values():
+            job = self.model.get(m.last_job)
+            if job is None or job.state == State.RESERVED:
+                continue
+            assert self.engine.delete(self.sessions[0], job.id, self.now)
+            del self.model[job.id]
+            self.tube_counts.setdefault(job.tube, Counter())["deletes"] += 1
+
+    @invariant()
+    def schedules_match_model(self) -> None:
+        book = self.engine.schedules
+        if book is None:
+            assert not self.scheds
+            return
+        assert set(book.by_name) == set(self.scheds)
+        for name, m in self.scheds.items():
+            s = book.by_name[name]
+            assert (s.fired, s.skipped, s.missed) == (m.fired, m.skipped, m.missed), (name, m)
+            assert (s.paused, s.next_fire, s.last_fire) == (m.paused, m.next_fire, m.last_fire)
+            assert s.last_job_id == m.last_job
+            # armed exactly when not paused: one live timer entry, due at its next fire
+            if m.paused:
+                assert s.entry is None
+            else:
+                assert s.entry is not None and s.entry in self.engine.timers
+                assert s.entry[0] == pytest.approx(s.next_fire - WALL)
 
     @rule(s=st.integers(0, 2))
     def reconnect(self, s: int) -> None:

@@ -32,7 +32,7 @@ async def test_capabilities_name_every_extension() -> None:
     async with running() as (_, connect):
         c = connect()
         await c.send(b"beanq-capabilities\r\n")
-        body = b"---\n- flush\n- list\n- move\n- reserve-batch\n- put-unique\n"
+        body = b"---\n- flush\n- list\n- move\n- reserve-batch\n- put-unique\n- schedules\n"
         assert await c.reply() == p.Reply("OK", (str(len(body)),), body)
 
 

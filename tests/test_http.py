@@ -228,6 +228,27 @@ def test_oldest_ready_age_is_the_first_put_not_the_heap_top() -> None:
         bs.close()
 
 
+def test_schedules_in_metrics() -> None:
+    with http_server("--metrics-max-tubes", "2") as (port, client):
+        bs = Beanstalk(port)
+        assert not [k for k in scrape(client) if k[0].startswith("beanq_schedule")]
+        for name, every in (("a", 0.1), ("b", 3600), ("c", 0.1)):
+            d = b'{"tube":"s","every":%s,"overlap":"allow"}' % str(every).encode()
+            assert bs.ask(f"beanq-schedule-add {name} {len(d)}", d).word == "ADDED"
+        assert bs.ask("beanq-schedule-pause b").word == "PAUSED"
+        time.sleep(0.5)
+        assert bs.ask("beanq-schedule-pause a").word == "PAUSED"
+        assert bs.ask("beanq-schedule-pause c").word == "PAUSED"
+        got = scrape(client)
+        fired = {k[1][0][1]: v for k, v in got.items() if k[0] == "beanq_schedule_fired_total"}
+        assert set(fired) == {"a", "b", "_other"} and fired["a"] >= 3 and fired["b"] == 0
+        listed = json.loads(bs.ask("beanq-schedule-list").body or b"")
+        assert fired["_other"] == listed[2]["fired"] and fired["a"] == listed[0]["fired"]
+        assert got[("beanq_schedule_paused", (("schedule", "b"),))] == 1
+        assert got[("beanq_schedule_missed_total", (("schedule", "a"),))] == 0
+        bs.close()
+
+
 def test_tube_cap_sums_the_rest_under_other() -> None:
     with http_server("--metrics-max-tubes", "3") as (port, client):
         bs = Beanstalk(port)

@@ -209,6 +209,20 @@ commands = st.one_of(
         st.integers(0, p.U32_MAX),
     ),
     st.builds(
+        lambda name, d: (p.encode_schedule_add(name, d), p.ScheduleAdd(name, d)),
+        st.binary(min_size=1, max_size=p.MAX_KEY).filter(p.valid_tube_name),
+        st.binary(max_size=MAX),
+    ),
+    st.builds(
+        lambda word, name: (
+            p.encode_schedule_command(word, name),
+            p.ScheduleCommand(word, name),
+        ),
+        st.sampled_from(["rm", "pause", "resume", "show"]),
+        st.binary(min_size=1, max_size=p.MAX_KEY).filter(p.valid_tube_name),
+    ),
+    st.just((p.ENCODED_SCHEDULE_LIST, p.ScheduleList())),
+    st.builds(
         lambda name: (p.encode_simple(name), p.Simple(name)),
         st.sampled_from(
             ["peek-ready", "peek-delayed", "peek-buried", "stats", "list-tubes", "quit"]

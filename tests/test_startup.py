@@ -98,7 +98,7 @@ def test_nothing_heavy_is_imported_before_listening(binlog: bool, tmp_path: Path
     assert out.returncode == 0, out.stderr
     modules = set(json.loads(out.stdout.splitlines()[0]))
     assert "beanq.listener" in modules
-    heavy = {"trio", "beanq.server", "attrs"}
+    heavy = {"trio", "beanq.server", "attrs", "beanq.schedules", "cronsim", "zoneinfo"}
     if not binlog:
         heavy |= {"logging", "beanq.binlog", "beanq.dispatch", "beanq.tubes", "beanq.protocol"}
     assert not heavy & modules, sorted(heavy & modules)

@@ -259,6 +259,43 @@ class EngineCollector(Collector):
             yield cpu
         yield from self._tubes()
         yield from self._histograms()
+        yield from self._schedules()
+
+    def _schedules(self) -> Iterator[Metric]:
+        """Per schedule (by name, the first ``max_tubes``; the rest summed under _other):
+        fires, overlap skips, missed times, paused, next fire. Nothing without schedules."""
+        book = self.view.engine.schedules
+        if not book:
+            return
+        scheds = sorted(book.by_name.values(), key=attrgetter("name"))
+        counters = [
+            ("fired", "Jobs put by the schedule."),
+            ("skipped", "Fire times skipped: the schedule's last job was alive (overlap)."),
+            ("missed", "Fire times missed (server down or late) and not caught up."),
+        ]
+        families = [
+            CounterMetricFamily(f"beanq_schedule_{name}", text, labels=["schedule"])
+            for name, text in counters
+        ]
+        paused = GaugeMetricFamily("beanq_schedule_paused", "1: paused.", labels=["schedule"])
+        next_fire = GaugeMetricFamily(
+            "beanq_schedule_next_fire_timestamp_seconds",
+            "Unix time of the next fire (0 while paused).",
+            labels=["schedule"],
+        )
+        for sched in scheds[: self.max_tubes]:
+            label = [sched.name.decode(errors="replace")]
+            for family, (name, _) in zip(families, counters, strict=True):
+                family.add_metric(label, getattr(sched, name))
+            paused.add_metric(label, 1 if sched.paused else 0)
+            next_fire.add_metric(label, sched.next_fire or 0)
+        rest = scheds[self.max_tubes :]
+        if rest:
+            for family, (name, _) in zip(families, counters, strict=True):
+                family.add_metric([OTHER], sum(getattr(s, name) for s in rest))
+        yield from families
+        yield paused
+        yield next_fire
 
     def _tubes(self) -> Iterator[Metric]:
         """Built column by column, with the samples appended directly (``add_metric`` makes

@@ -7,6 +7,7 @@ command (``BURIED`` is success for ``bury`` and an error for ``put``).
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections.abc import Callable
@@ -308,6 +309,78 @@ def _unsupported(reply: Reply) -> list[str]:
     if reply.word == "UNKNOWN_COMMAND":
         return []
     raise error_from_reply(reply, "OK")
+
+
+# --- schedules (beanq-schedule-*) ------------------------------------------------------------
+
+
+def schedule_definition(
+    tube: str,
+    body: bytes,
+    *,
+    cron: str | None = None,
+    tz: str | None = None,
+    every: float | None = None,
+    start: float | None = None,
+    priority: int | None = None,
+    ttr: int | None = None,
+    delay: int | None = None,
+    overlap: str | None = None,
+    catchup: str | None = None,
+    grace: float | None = None,
+) -> bytes:
+    """The JSON a ``beanq-schedule-add`` carries; what is None is left to the server's
+    defaults (UTC, priority 1024, TTR 60, no delay, overlap skip, catchup one, grace 3600)."""
+    if (cron is None) == (every is None):
+        raise ValueError("give one of cron and every")
+    d: dict[str, Any] = {"tube": tube}
+    try:
+        d["body"] = body.decode("utf-8")
+    except UnicodeDecodeError:
+        d["body_b64"] = base64.b64encode(body).decode()
+    optional = {
+        "cron": cron,
+        "tz": tz,
+        "every": every,
+        "start": start,
+        "pri": priority,
+        "ttr": ttr,
+        "delay": delay,
+        "overlap": overlap,
+        "catchup": catchup,
+        "grace": grace,
+    }
+    d.update({k: v for k, v in optional.items() if v is not None})
+    return json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _added(reply: Reply) -> bool:
+    if reply.word not in ("ADDED", "REPLACED"):
+        raise error_from_reply(reply, "ADDED")
+    return reply.word == "REPLACED"
+
+
+def schedule_add(name: str, definition: bytes) -> Request[bool]:
+    """True if a schedule of that name was replaced."""
+    return Request(protocol.encode_schedule_add(name, definition), _added)
+
+
+_SCHEDULE_REPLIES: Final = {"rm": "DELETED", "pause": "PAUSED", "resume": "RESUMED"}
+
+
+def schedule_command(word: str, name: str) -> Request[None]:
+    """rm, pause or resume; NotFoundError if there is no such schedule."""
+    return Request(protocol.encode_schedule_command(word, name), _unit(_SCHEDULE_REPLIES[word]))
+
+
+def schedule_show(name: str) -> Request[dict[str, Any]]:
+    return Request(
+        protocol.encode_schedule_command("show", name), lambda r: dict(json.loads(_ok(r)))
+    )
+
+
+def schedule_list() -> Request[list[dict[str, Any]]]:
+    return Request(protocol.ENCODED_SCHEDULE_LIST, lambda r: list(json.loads(_ok(r))))
 
 
 def raw(data: bytes) -> Request[Reply]:

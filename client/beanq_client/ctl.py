@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TextIO
 
-from beanq_client import ctl_auth, ctl_jobs
+from beanq_client import ctl_auth, ctl_jobs, ctl_schedules
 from beanq_client.address import ENV_VAR, default_address, parse_address
 from beanq_client.errors import BeanstalkConnectionError, BeanstalkError, TimedOutError
 from beanq_client.jobs import DEFAULT_PRIORITY, DEFAULT_TTR, Job
@@ -342,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ctl_jobs.add_commands(add, state_choices)
     ctl_auth.add_commands(add)
+    ctl_schedules.add_commands(add)
     p = add(
         "migrate",
         cmd_drain,  # (replaced in main: it opens its own two connections)

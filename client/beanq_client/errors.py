@@ -92,6 +92,13 @@ class UnauthorizedError(CommandError):
     reply = "UNAUTHORIZED"
 
 
+class BadScheduleError(CommandError):
+    """The server refused a schedule's definition (a bad cron expression or time zone, a
+    missing tube...): the message says why."""
+
+    reply = "BAD_SCHEDULE"
+
+
 ERRORS: Final[dict[str, type[CommandError]]] = {
     cls.reply: cls
     for cls in (
@@ -108,6 +115,7 @@ ERRORS: Final[dict[str, type[CommandError]]] = {
         InternalError,
         NotIgnoredError,
         UnauthorizedError,
+        BadScheduleError,
     )
 }
 
@@ -169,4 +177,6 @@ def error_from_reply(reply: Reply, expected: str) -> BeanstalkError:
         if reply.args and reply.args[0].isdigit():
             return BuriedError(int(reply.args[0]))
         return BuriedError(None)
+    if cls is BadScheduleError:
+        return BadScheduleError(" ".join(reply.args) or None)
     return cls()

@@ -29,7 +29,12 @@ import attrs
 from beanq.protocol import U32_MAX
 from beanq_client.address import Address, AddressLike, parse_address
 from beanq_client.commands import Unique
-from beanq_client.errors import BeanstalkConnectionError, NoServerAvailableError, TimedOutError
+from beanq_client.errors import (
+    BeanstalkConnectionError,
+    NoServerAvailableError,
+    NotFoundError,
+    TimedOutError,
+)
 from beanq_client.jobs import (
     DEFAULT_DELAY,
     DEFAULT_PRIORITY,
@@ -425,6 +430,45 @@ class Pool(Generic[T]):
     def capabilities(self) -> dict[str, list[str]]:
         return self._results(lambda c: c.capabilities())
 
+    def schedule_add(self, name: str, tube: str, body: T, **options: Any) -> tuple[str, bool]:
+        """``Client.schedule_add`` on one server, the one ``name`` hashes to (as a
+        ``put_unique`` key), so that the schedule fires once for the pool: (that server,
+        whether it replaced a schedule). While it is down, the next server takes it; the
+        commands below act on every server, so ``schedule_remove`` clears a leftover too."""
+        for member in self._ring.put_order(name):
+            try:
+                replaced: bool = self._on(
+                    member, lambda c: c.schedule_add(name, tube, body, **options)
+                )
+            except BeanstalkConnectionError as exc:
+                if exc.sent:
+                    raise
+                continue
+            return member.name, replaced
+        raise self._ring.no_server()
+
+    def _on_every(self, word: str, name: str) -> None:
+        """A schedule command on every server that answers; NotFoundError if none had it."""
+        found = self._results(lambda c: _schedule_found(c, word, name))
+        if not any(found.values()):
+            raise NotFoundError()
+
+    def schedule_remove(self, name: str) -> None:
+        self._on_every("rm", name)
+
+    def schedule_pause(self, name: str) -> None:
+        self._on_every("pause", name)
+
+    def schedule_resume(self, name: str) -> None:
+        self._on_every("resume", name)
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """Every server's schedules, each with its ``server``."""
+        out: list[dict[str, Any]] = []
+        for server, items in self._results(lambda c: c.schedules()).items():
+            out.extend({**item, "server": server} for item in items)
+        return out
+
     def reserve_batch(self, n: int, timeout: float | None = None) -> list[Job[T]]:
         """Up to ``n`` jobs from one server, polled as ``reserve`` polls."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -451,3 +495,12 @@ class Pool(Generic[T]):
             except BeanstalkConnectionError:
                 continue
         return result
+
+
+def _schedule_found(client: Client[Any], word: str, name: str) -> bool:
+    act = {"rm": client.schedule_remove, "pause": client.schedule_pause}
+    try:
+        act.get(word, client.schedule_resume)(name)
+    except NotFoundError:
+        return False
+    return True

@@ -511,6 +511,34 @@ class Client(Generic[T]):
         ``tube`` at once; reserved jobs stay. Returns how many went."""
         return self._call(commands.flush(tube, state))
 
+    def schedule_add(self, name: str, tube: str, body: T, **options: Any) -> bool:
+        """Add the periodic schedule ``name`` (beanq only), or replace the one of that name
+        (its counts and last fire carry over): True if it replaced one. ``options`` are
+        ``commands.schedule_definition``'s: ``cron`` (5 or 6 fields) with ``tz``, or
+        ``every`` seconds with ``start``; ``priority``, ``ttr``, ``delay`` of the jobs;
+        ``overlap`` (skip, allow), ``catchup`` (none, one, all), ``grace`` seconds."""
+        definition = commands.schedule_definition(tube, self._codec.encode(body), **options)
+        return self._call(commands.schedule_add(name, definition))
+
+    def schedule_remove(self, name: str) -> None:
+        """NotFoundError if there is no such schedule (as for the other schedule commands)."""
+        self._call(commands.schedule_command("rm", name))
+
+    def schedule_pause(self, name: str) -> None:
+        self._call(commands.schedule_command("pause", name))
+
+    def schedule_resume(self, name: str) -> None:
+        """Times that passed while paused are not caught up: the next one comes next."""
+        self._call(commands.schedule_command("resume", name))
+
+    def schedule(self, name: str) -> dict[str, Any]:
+        """One schedule: its definition, next and last fire (Unix seconds), counts, paused."""
+        return self._call(commands.schedule_show(name))
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule, by name (as ``schedule``)."""
+        return self._call(commands.schedule_list())
+
     def list_jobs(
         self, tube: str, state: str = "ready", *, after: int = 0, page: int = MAX_LIST
     ) -> Iterator[int]:

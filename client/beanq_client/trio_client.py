@@ -508,6 +508,25 @@ class AsyncClient(Generic[T]):
     async def flush(self, tube: str, state: str = "all") -> int:
         return await self._call(commands.flush(tube, state))
 
+    async def schedule_add(self, name: str, tube: str, body: T, **options: Any) -> bool:
+        definition = commands.schedule_definition(tube, self._codec.encode(body), **options)
+        return await self._call(commands.schedule_add(name, definition))
+
+    async def schedule_remove(self, name: str) -> None:
+        await self._call(commands.schedule_command("rm", name))
+
+    async def schedule_pause(self, name: str) -> None:
+        await self._call(commands.schedule_command("pause", name))
+
+    async def schedule_resume(self, name: str) -> None:
+        await self._call(commands.schedule_command("resume", name))
+
+    async def schedule(self, name: str) -> dict[str, Any]:
+        return await self._call(commands.schedule_show(name))
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        return await self._call(commands.schedule_list())
+
     async def list_jobs(
         self, tube: str, state: str = "ready", *, after: int = 0, page: int = MAX_LIST
     ) -> AsyncIterator[int]:

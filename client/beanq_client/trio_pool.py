@@ -12,7 +12,7 @@ import trio
 from beanq.protocol import U32_MAX
 from beanq_client.address import AddressLike, parse_address
 from beanq_client.commands import Unique
-from beanq_client.errors import BeanstalkConnectionError, TimedOutError
+from beanq_client.errors import BeanstalkConnectionError, NotFoundError, TimedOutError
 from beanq_client.jobs import (
     DEFAULT_DELAY,
     DEFAULT_PRIORITY,
@@ -309,6 +309,47 @@ class AsyncPool(Generic[T]):
 
     async def capabilities(self) -> dict[str, list[str]]:
         return await self._results(lambda c: c.capabilities())
+
+    async def schedule_add(self, name: str, tube: str, body: T, **options: Any) -> tuple[str, bool]:
+        """On the server ``name`` hashes to, as ``Pool.schedule_add``."""
+        for member in self._ring.put_order(name):
+            try:
+                replaced: bool = await self._on(
+                    member, lambda c: c.schedule_add(name, tube, body, **options)
+                )
+            except BeanstalkConnectionError as exc:
+                if exc.sent:
+                    raise
+                continue
+            return member.name, replaced
+        raise self._ring.no_server()
+
+    async def _on_every(self, word: str, name: str) -> None:
+        async def found(c: AsyncClient[T]) -> bool:
+            act = {"rm": c.schedule_remove, "pause": c.schedule_pause}
+            try:
+                await act.get(word, c.schedule_resume)(name)
+            except NotFoundError:
+                return False
+            return True
+
+        if not any((await self._results(found)).values()):
+            raise NotFoundError()
+
+    async def schedule_remove(self, name: str) -> None:
+        await self._on_every("rm", name)
+
+    async def schedule_pause(self, name: str) -> None:
+        await self._on_every("pause", name)
+
+    async def schedule_resume(self, name: str) -> None:
+        await self._on_every("resume", name)
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for server, items in (await self._results(lambda c: c.schedules())).items():
+            out.extend({**item, "server": server} for item in items)
+        return out
 
     async def reserve_batch(self, n: int, timeout: float | None = None) -> list[Job[T]]:  # noqa: ASYNC109
         deadline = None if timeout is None else trio.current_time() + timeout

@@ -104,6 +104,10 @@ class AsyncWorker(Registry):
         self._stopping = False
         self._waiting: set[trio.CancelScope] = set()
 
+    def replace_source(self, source: AsyncCloneableSource) -> None:
+        """Take connections from ``source`` from now on (``beanq-worker -a``)."""
+        self._source = source
+
     def stop(self) -> None:
         """Stop reserving; running handlers finish. Call from the worker's trio thread."""
         self._stopping = True
@@ -125,6 +129,7 @@ class AsyncWorker(Registry):
         ``burst=True`` until every slot finds no job within ``reserve_timeout``. With
         ``nursery.start`` it returns once the slots are started."""
         self._stopping = False
+        await self._declare_periodics()
         async with trio.open_nursery() as outer:
             if handle_signals and _main_thread():
                 await outer.start(self._watch_signals)
@@ -133,6 +138,18 @@ class AsyncWorker(Registry):
                     slots.start_soon(self._slot, burst)
                 task_status.started()
             outer.cancel_scope.cancel()
+
+    async def _declare_periodics(self) -> None:
+        """Add (or replace) the schedules of ``@periodic`` handlers on the server."""
+        if not self.periodics:
+            return
+        conn: Any = self._source.raw_clone(reconnect=True)
+        try:
+            for p in self.periodics.values():
+                await conn.schedule_add(p.name, p.tube, p.body, **p.options)
+                self.log.info("schedule %s declared on tube %s", p.name, p.tube)
+        finally:
+            await conn.close()
 
     async def _watch_signals(
         self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import signal
+import string
 import threading
 import time
 from collections import deque
@@ -97,6 +98,23 @@ class Task:
     name: str
     func: Callable[..., Any]
     raw: bool
+
+
+def _schedule_name(text: str) -> str:
+    """A function's name as a schedule name (a tube name's characters: ``<locals>`` is not)."""
+    allowed = set(string.ascii_letters + string.digits + "-+/;.$_()")
+    return "".join(c if c in allowed else "_" for c in text)[:200].lstrip("-") or "periodic"
+
+
+@attrs.frozen
+class Periodic:
+    """A schedule a worker declares on the server when it starts (``Registry.periodic``):
+    its jobs are task payloads naming ``name``, run by the handler registered with it."""
+
+    name: str
+    tube: str
+    body: bytes
+    options: dict[str, Any]
 
 
 @attrs.frozen
@@ -185,6 +203,7 @@ class Registry:
         self.log = logger or log
         self.tasks: dict[str, Task] = {}
         self.raw_tasks: dict[str, Task] = {}
+        self.periodics: dict[str, Periodic] = {}
         self.outcomes: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         self.clock: Callable[[], float] = time.monotonic
 
@@ -201,6 +220,44 @@ class Registry:
             if name in table:
                 raise ValueError(f"a handler for {name!r} is already registered")
             table[name] = Task(name, func, raw)
+            return func
+
+        return register
+
+    def periodic(
+        self,
+        cron: str | None = None,
+        *,
+        every: float | None = None,
+        tube: str | None = None,
+        tz: str | None = None,
+        name: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Callable[[F], F]:
+        """Register a handler that the server calls periodically (beanq's schedules): at the
+        times of ``cron`` (5 fields, or 6 with seconds, in the IANA zone ``tz``, UTC if not
+        given) or ``every`` seconds, the server puts a task payload naming ``name`` (the
+        function's qualified name if not given) with ``args`` and ``kwargs`` into ``tube``
+        (the worker's first tube if not given); this worker runs it. The schedule is declared
+        (added or replaced, by ``name``) on the server when the worker starts, so every copy
+        of the worker may declare it and it still fires once. ``options``: ``priority``,
+        ``ttr``, ``delay``, ``overlap``, ``catchup``, ``grace``, ``start``, as
+        ``Client.schedule_add``."""
+        if (cron is None) == (every is None):
+            raise ValueError("give a cron expression or every=SECONDS")
+        where = tube or self.tubes[0]
+        if where not in self.tubes:
+            raise ValueError(f"tube {where!r} is not one this worker watches ({self.tubes})")
+
+        def register(func: F) -> F:
+            task = name or _schedule_name(f"{func.__module__}.{func.__qualname__}")
+            self.task(task)(func)
+            body = task_body(task, tuple(args), dict(kwargs or {}))
+            extra = {"cron": cron, "tz": tz, "every": every}
+            options.update({k: v for k, v in extra.items() if v is not None})
+            self.periodics[task] = Periodic(task, where, body, dict(options))
             return func
 
         return register
@@ -344,6 +401,10 @@ class Worker(Registry):
         if inspect.iscoroutinefunction(func):
             raise TypeError("a coroutine handler needs AsyncWorker (trio)")
 
+    def replace_source(self, source: CloneableSource) -> None:
+        """Take connections from ``source`` from now on (``beanq-worker -a``)."""
+        self._source = source
+
     def stop(self) -> None:
         """Stop reserving; running handlers finish. Safe from any thread or signal handler."""
         self._stopping.set()
@@ -356,6 +417,7 @@ class Worker(Registry):
         """Work until ``stop()`` or SIGTERM/SIGINT (handled when called from the main thread),
         or with ``burst=True`` until every slot finds no job within ``reserve_timeout``."""
         self._stopping.clear()
+        self._declare_periodics()
         beat = threading.Thread(target=self._heartbeat.run, name="beanq-heartbeat", daemon=True)
         beat.start()
         slots = [
@@ -370,6 +432,18 @@ class Worker(Registry):
                     thread.join(0.1)  # short joins let the main thread take signals
         self._heartbeat.stop()
         beat.join(5)
+
+    def _declare_periodics(self) -> None:
+        """Add (or replace) the schedules of ``@periodic`` handlers on the server."""
+        if not self.periodics:
+            return
+        conn: Any = self._source.raw_clone(reconnect=True)
+        try:
+            for p in self.periodics.values():
+                conn.schedule_add(p.name, p.tube, p.body, **p.options)
+                self.log.info("schedule %s declared on tube %s", p.name, p.tube)
+        finally:
+            conn.close()
 
     @contextlib.contextmanager
     def _signals(self, enabled: bool) -> Iterator[None]:

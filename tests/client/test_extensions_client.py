@@ -25,7 +25,7 @@ from beanq_client import (
 from tests.client.conftest import Server, memory_server
 from tests.servers import spawn_beanq
 
-EVERY = ["flush", "list", "move", "reserve-batch", "put-unique"]
+EVERY = ["flush", "list", "move", "reserve-batch", "put-unique", "schedules"]
 
 
 @pytest.fixture

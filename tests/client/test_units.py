@@ -122,6 +122,7 @@ ERROR_WORDS = {
     "INTERNAL_ERROR": errors.InternalError,
     "NOT_IGNORED": errors.NotIgnoredError,
     "UNAUTHORIZED": errors.UnauthorizedError,  # beanq with --auth
+    "BAD_SCHEDULE": errors.BadScheduleError,
 }
 
 
@@ -131,6 +132,8 @@ def test_every_error_reply_has_its_exception() -> None:
         exc = errors.error_from_reply(Reply(word), "INSERTED")
         assert type(exc) is cls and isinstance(exc, errors.CommandError)
         assert str(exc) == word
+    bad = errors.error_from_reply(Reply("BAD_SCHEDULE", ("unknown", "key", "'x'")), "ADDED")
+    assert isinstance(bad, errors.BadScheduleError) and str(bad) == "unknown key 'x'"
     buried = errors.error_from_reply(Reply("BURIED", ("17",)), "INSERTED")
     assert isinstance(buried, errors.BuriedError) and buried.id == 17
     assert errors.BeanstalkConnectionError.__mro__[1:3] == (errors.BeanstalkError, ConnectionError)
