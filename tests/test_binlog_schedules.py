@@ -9,6 +9,7 @@ the directory as a kill -9 leaves it, "restart" closes cleanly first.
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -162,10 +163,12 @@ def test_a_crash_between_a_fire_and_its_jobs_record_never_fires_that_time_again(
 
 
 def test_schedule_records_are_salvaged_like_job_records(tmp_path: Path) -> None:
-    """A D_SCHEDULE record passes the per-record check that salvage applies to torn frames."""
-    parts = bl._schedule_record(b'{"rm":"x"}', 5)
-    data = b"".join(parts)
-    assert bl._record_ok(data, memoryview(data), 0, len(data)) == len(data)
+    """A D_SCHEDULE record with a checksum of its own passes the per-record check that
+    salvage applies to damaged frames (one checked by its frame alone cannot be vouched for)."""
+    data = b"".join(bl._schedule_record(b'{"rm":"x"}', 5))
+    assert bl._record_ok(data, memoryview(data), 0, len(data)) == 0
+    checked = bl.REC_MAGIC_CHECKED + zlib.crc32(data[8:]).to_bytes(4, "little") + data[8:]
+    assert bl._record_ok(checked, memoryview(checked), 0, len(checked)) == len(checked)
 
 
 def test_a_schedule_that_no_longer_parses_is_dropped_not_fatal(
