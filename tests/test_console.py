@@ -683,3 +683,24 @@ def test_browser_read_only_console_and_ten_thousand_tubes(browser: Any) -> None:
         assert logged == []
         bs.close()
         client.close()
+
+
+def test_tubes_with_slashes_in_their_names(tmp_path: Path) -> None:
+    """``/`` is allowed in tube names: ``a/jobs`` is a tube of its own, not the jobs of ``a``,
+    in the API and in the actions (the console sends names encoded)."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    with console_server("--http-token-file", str(token_file)) as (port, client, _url):
+        bs = Beanstalk(port)
+        put(bs, "a", [b"in a"])
+        slashed = put(bs, "a/jobs", [b"in a/jobs", b"also"])
+        tube = client.get("/api/v1/tubes/a%2Fjobs", headers=BEARER).json()
+        assert tube["name"] == "a/jobs" and tube["current-jobs-ready"] == 2
+        jobs = client.get("/api/v1/tubes/a%2Fjobs/jobs", headers=BEARER).json()["jobs"]
+        assert [j["id"] for j in jobs] == slashed
+        assert len(client.get("/api/v1/tubes/a/jobs", headers=BEARER).json()["jobs"]) == 1
+        bury(bs, "a/jobs", 1)
+        kicked = client.post("/api/v1/tubes/a%2Fjobs/kick", json={"bound": 5}, headers=BEARER)
+        assert kicked.json() == {"kicked": 1}
+        assert int(bs.yaml("stats-tube a/jobs")["current-jobs-ready"]) == 2
+        bs.close()

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from beanq.http.auth import Access, Gate
+from beanq.http.paths import tube_name
 from beanq.operations import FLUSH_STATES, MAX_COUNT, MAX_PAUSE, MOVE_STATES, Operations
 from beanq.protocol import valid_tube_name
 
@@ -50,8 +51,10 @@ def _choice(params: dict[str, Any], name: str, choices: dict[str, Any]) -> str:
 
 
 def _tube(request: Request) -> bytes:
-    name: str = request.path_params["name"]
-    return name.encode()
+    name = tube_name(request, request.url.path.rsplit("/", 1)[1])
+    if name is None:  # e.g. ".../a%2Fkick": an action's name inside the tube's name
+        raise BadParameter("the action's name must follow the tube's name")
+    return name
 
 
 def _job_id(request: Request) -> int:

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from beanq.http import actions, console
 from beanq.http.auth import Access, Gate
 from beanq.http.metrics import EngineCollector, registry
+from beanq.http.paths import tube_name
 from beanq.http.rates import KEEP as RATES_KEEP
 from beanq.http.rates import Rates
 from beanq.http.view import EngineView, state_name
@@ -173,13 +174,16 @@ def build(
         )
 
     async def tube(request: Request) -> Response:
-        found = _find_tube(view, request)
+        found = _find_tube(view, tube_name(request))
         if isinstance(found, Response):
             return found
         return JSONResponse(_tube_json(view, found))
 
     async def tube_jobs(request: Request) -> Response:
-        found = _find_tube(view, request)
+        name = tube_name(request, "jobs")
+        if name is None:  # a tube named "…/jobs" itself
+            return await tube(request)
+        found = _find_tube(view, name)
         if isinstance(found, Response):
             return found
         query = request.query_params
@@ -343,11 +347,11 @@ def _number(text: str) -> int | None:
     return int(text) if text.isdigit() and len(text) <= 20 else None
 
 
-def _find_tube(view: EngineView, request: Request) -> Tube | Response:
-    name: str = request.path_params["name"]
-    found = view.tube(name.encode())
+def _find_tube(view: EngineView, name: bytes | None) -> Tube | Response:
+    found = None if name is None else view.tube(name)
     if found is None:
-        return error(404, "not_found", f"no tube {name}")
+        shown = (name or b"").decode(errors="replace")
+        return error(404, "not_found", f"no tube {shown}")
     return found
 
 
