@@ -149,7 +149,6 @@ assert REC.size == HS and FRAME.size == FS and FRESH_REC.size == HS and TOMB_REC
 # Bound once: compiled code then calls them straight, without a look-up per record
 _crc32: Final = crc32
 _pack_rec: Final = REC.pack
-_pack_fresh: Final = FRESH_REC.pack
 _pack_tomb: Final = TOMB_REC.pack
 _pack_frame: Final = FRAME.pack
 MAX_TUBE: Final = 200
@@ -258,15 +257,24 @@ _MARK: Final = 5
 
 
 def _rec_header(
-    job: Job, length: int, stamp: int, offset: float, tube_length: int, key_length: int = 0
+    job: Job,
+    length: int,
+    stamp: int,
+    offset: float,
+    tube_length: int,
+    key_length: int = 0,
+    tube: bytes = b"",
 ) -> bytes:
     """The REC of a record of ``job``'s current state (``offset``: wall - engine), its
-    counters modulo 2**32; ``key_length``: of a job put with a key (0 for others)."""
+    counters modulo 2**32, followed by ``tube``; ``key_length``: of a job put with a key (0
+    for others)."""
     state = job.state
-    if state is State.READY and not (
-        key_length | job.reserves | job.timeouts | job.releases | job.buries | job.kicks
-    ):  # (9 fields to convert instead of 16)
-        return _pack_fresh(
+    if (
+        state is State.READY
+        and not (key_length | job.reserves | job.timeouts | job.releases | job.buries | job.kicks)
+        and len(tube) <= MAX_TUBE
+    ):  # a put, mostly: 9 fields to convert instead of 16, the tube packed along
+        return _fresh_packer(len(tube))(
             REC_MAGIC,
             length,
             job.pri,
@@ -277,8 +285,9 @@ def _rec_header(
             job.ttr,
             D_READY,
             tube_length,
+            tube,
         )
-    return _pack_rec(
+    header = _pack_rec(
         REC_MAGIC,
         0,
         length,
@@ -298,6 +307,7 @@ def _rec_header(
         tube_length,
         key_length,
     )
+    return header + tube if tube else header
 
 
 def _disk_state(state: State) -> int:
@@ -324,34 +334,11 @@ def _record(parts: list[bytes], job: Job, stamp: int, offset: float, full: bool 
     tlen = len(tube)
     if isinstance(job, KeyedJob):
         key = job.key
-        parts.append(
-            _rec_header(job, HS + tlen + len(key) + len(body), stamp, offset, tlen, len(key))
-        )
-        parts.append(tube)
+        length = HS + tlen + len(key) + len(body)
+        parts.append(_rec_header(job, length, stamp, offset, tlen, len(key), tube))
         parts.append(key)
-    elif (
-        job.state is State.READY
-        and not (job.reserves | job.timeouts | job.releases | job.buries | job.kicks)
-        and tlen <= MAX_TUBE
-    ):  # a put, mostly: its header and tube in one pack
-        parts.append(
-            _fresh_packer(tlen)(
-                REC_MAGIC,
-                HS + tlen + len(body),
-                job.pri,
-                job.id,
-                stamp,
-                job.created + offset,
-                job.delay,
-                job.ttr,
-                D_READY,
-                tlen,
-                tube,
-            )
-        )
     else:
-        parts.append(_rec_header(job, HS + tlen + len(body), stamp, offset, tlen))
-        parts.append(tube)
+        parts.append(_rec_header(job, HS + tlen + len(body), stamp, offset, tlen, 0, tube))
     parts.append(body)
 
 

@@ -75,19 +75,25 @@ def configure(worker: Any, args: argparse.Namespace) -> None:
         worker.concurrency = args.concurrency
 
 
+def _stop(worker: Any, signum: int, count: int) -> None:
+    """The ``count``-th SIGTERM or SIGINT: the first lets running jobs finish, the next one
+    stops at once."""
+    name = signal.Signals(signum).name
+    if count == 1:
+        log.info("%s: finishing running jobs (again to stop at once)", name)
+        worker.stop()
+    else:
+        log.warning("%s again: stopping at once", name)
+        os._exit(EXIT_AT_ONCE)
+
+
 def run_sync(worker: Worker, burst: bool) -> int:
     signals = 0
 
     def handler(signum: int, frame: FrameType | None) -> None:
         nonlocal signals
         signals += 1
-        name = signal.Signals(signum).name
-        if signals == 1:
-            log.info("%s: finishing running jobs (again to stop at once)", name)
-            worker.stop()
-        else:
-            log.warning("%s again: stopping at once", name)
-            os._exit(EXIT_AT_ONCE)
+        _stop(worker, signum, signals)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, handler)
@@ -107,13 +113,7 @@ def run_async(worker: Any, burst: bool) -> int:
                     count = 0
                     async for signum in received:
                         count += 1
-                        name = signal.Signals(signum).name
-                        if count == 1:
-                            log.info("%s: finishing running jobs (again to stop at once)", name)
-                            worker.stop()
-                        else:
-                            log.warning("%s again: stopping at once", name)
-                            os._exit(EXIT_AT_ONCE)
+                        _stop(worker, signum, count)
 
             await nursery.start(watch)
             await worker.run(burst=burst, handle_signals=False)

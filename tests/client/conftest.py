@@ -53,6 +53,17 @@ def beanstalkd_server() -> Iterator[Server]:
         yield Server("beanstalkd", host, port, proc)
 
 
+@pytest.fixture(scope="module")
+def daemons() -> Iterator[list[str]]:
+    """Two beanq processes for a module's pool tests: their addresses."""
+    with contextlib.ExitStack() as stack:
+        addresses = []
+        for _ in range(2):
+            host, port, _proc = stack.enter_context(spawn_beanq())
+            addresses.append(f"{host}:{port}")
+        yield addresses
+
+
 @pytest.fixture(params=KINDS)
 def server(request: pytest.FixtureRequest) -> Server:
     """Each test that takes ``server`` runs against beanq and against beanstalkd (skipped when

@@ -4,7 +4,6 @@ them), on the in-process server for the trio client, and through pools."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterator
 
@@ -23,7 +22,6 @@ from beanq_client import (
 )
 
 from tests.client.conftest import Server, memory_server
-from tests.servers import spawn_beanq
 
 EVERY = ["flush", "list", "move", "reserve-batch", "put-unique", "schedules"]
 
@@ -102,16 +100,6 @@ async def test_trio_client(autojump_clock: trio.testing.MockClock) -> None:
             assert trio.current_time() - start == pytest.approx(4.0)
         rest = await c.reserve_batch(10, timeout=0)
         assert [job.id for job in rest] == ids[1:]  # the first went with the move and flush
-
-
-@pytest.fixture(scope="module")
-def daemons() -> Iterator[list[str]]:
-    with contextlib.ExitStack() as stack:
-        addresses = []
-        for _ in range(2):
-            host, port, _proc = stack.enter_context(spawn_beanq())
-            addresses.append(f"{host}:{port}")
-        yield addresses
 
 
 def test_pool(daemons: list[str], tube: str) -> None:

@@ -4,7 +4,6 @@ the autojump clock and on the thread worker against the real process."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import threading
 import time
@@ -114,16 +113,6 @@ def test_periodic_thread_worker_against_the_process(tube: str) -> None:
             (s,) = c.schedules()
             name = f"{__name__}.test_periodic_thread_worker_against_the_process._locals_.beat"
             assert s["name"] == name and s["tube"] == tube and s["cron"] == "* * * * * *"
-
-
-@pytest.fixture(scope="module")
-def daemons() -> Iterator[list[str]]:
-    with contextlib.ExitStack() as stack:
-        addresses = []
-        for _ in range(2):
-            host, port, _proc = stack.enter_context(spawn_beanq())
-            addresses.append(f"{host}:{port}")
-        yield addresses
 
 
 def test_pool_declares_on_one_server(daemons: list[str], tube: str) -> None:
