@@ -21,12 +21,13 @@ import runpy
 import shutil
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
-from setuptools.errors import CCompilerError, ExecError, PlatformError
+from setuptools.errors import CCompilerError, CompileError, ExecError, PlatformError
 
 ROOT = Path(__file__).resolve().parent
 INFO = runpy.run_path(str(ROOT / "beanq" / "buildinfo.py"))  # beanq is not importable yet
@@ -84,9 +85,34 @@ def _extensions() -> list[Any]:
     return extensions
 
 
+# The compiled modules are one C file whose functions call each other a great deal (the
+# dispatcher into the engine, the engine into its helpers). A shared library's exported
+# functions are called through the PLT and never inlined, in case another library replaces them
+# at load time; nothing replaces these, and without that caution the C compiler may inline them
+# (CPython is built the same way): about 2 % less CPU per put, measured.
+DIRECT_CALLS = "-fno-semantic-interposition"
+
+
 class BuildExt(build_ext):  # type: ignore[misc]
     """build_ext that falls back to the pure modules when the compiler itself fails (the
     wheel keeps its platform tag then: the tag is settled before anything compiles)."""
+
+    def build_extensions(self) -> None:
+        if self._accepts(DIRECT_CALLS):
+            for extension in self.extensions:
+                extension.extra_compile_args.append(DIRECT_CALLS)
+        super().build_extensions()
+
+    def _accepts(self, flag: str) -> bool:
+        """Whether the C compiler takes ``flag`` (GCC 5 and clang 9 on do)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            probe = Path(tmp) / "probe.c"
+            probe.write_text("int probe(void) { return 0; }\n")
+            try:
+                self.compiler.compile([str(probe)], output_dir=tmp, extra_postargs=[flag])
+            except CompileError:
+                return False
+        return True
 
     def run(self) -> None:
         try:

@@ -248,17 +248,25 @@ class IdIndex:
 
     def add(self, i: Any, n: int) -> None:
         """Hold id ``i`` (an object), whose value is ``n``."""
-        if n > self.top:
+        top = self.top
+        if n > top:
             self.top = n
             maxes = self.maxes
-            if maxes:
-                block = self.blocks[-1]
-                block.append(i)
-                maxes[-1] = i
-                if len(block) > _BLOCK:
-                    self._split(len(maxes) - 1)
-            elif self.blocks:  # (the emptied block is kept: a tube whose few reserved jobs
-                self.blocks[0].append(i)  # come and go allocates nothing)
+            if top >= 0:
+                blocks = self.blocks
+                block = blocks[-1]
+                if len(block) < _BLOCK:
+                    block.append(i)
+                    maxes[-1] = i
+                else:  # (ids arriving in order fill blocks whole: no split, no copy)
+                    blocks.append([i])
+                    maxes.append(i)
+            elif self.head:  # empty, its last item kept by remove: overwritten in place
+                self.blocks[0][0] = i
+                self.head = 0
+                maxes[0] = i
+            elif self.blocks:  # (an emptied block is kept)
+                self.blocks[0].append(i)
                 maxes.append(i)
             else:
                 self.blocks.append([i])
@@ -292,16 +300,20 @@ class IdIndex:
             if head < len(block):
                 self.head = head
                 return
-            self.head = 0
             maxes = self.maxes
             if len(maxes) > 1:
+                self.head = 0
                 del self.blocks[0]
                 del maxes[0]
-            else:  # now empty
-                if head == 1:
-                    block.pop()
-                else:
-                    block.clear()
+            elif head == 1:
+                # Now empty, and the one item stays as left: add overwrites it in place. A list
+                # emptied and refilled is reallocated both ways, twice per job in a tube that
+                # holds one job at a time, the most common tube there is.
+                self.head = 1
+                self.top = -1
+            else:
+                self.head = 0
+                block.clear()
                 maxes.pop()
                 self.top = -1
             return

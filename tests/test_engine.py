@@ -12,6 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from beanq import schedules
 from beanq.tubes import (
+    _BLOCK,
     RESERVE_DELETE_BOUNDS,
     SAFETY_MARGIN,
     Engine,
@@ -714,9 +715,7 @@ class EngineMachine(RuleBasedStateMachine):
                 )
                 assert index.ids() == want
                 assert index.top == (want[-1] if want else -1)
-                blocks = index.blocks if index.maxes else [b for b in index.blocks if b]
-                assert index.maxes == [block[-1] for block in blocks]
-                assert all(len(b) > (index.head if k == 0 else 0) for k, b in enumerate(blocks))
+                assert_index_shape(index)
 
     @invariant()
     def unreferenced_tubes_are_gone(self) -> None:
@@ -889,6 +888,17 @@ def test_closing_a_connection_frees_its_tubes_in_beanstalkd_order() -> None:
 
 
 @settings(max_examples=60, deadline=None)
+def assert_index_shape(index: IdIndex) -> None:
+    """The block structure IdIndex's fast paths rely on."""
+    blocks = index.blocks if index.maxes else [b for b in index.blocks if b]
+    assert index.maxes == [block[-1] for block in blocks]
+    assert all(len(b) <= _BLOCK for b in blocks)
+    if index.top == -1 and index.head:  # empty, its last item kept for add to overwrite
+        assert len(blocks) == 1 and len(blocks[0]) == index.head == 1
+        return
+    assert all(len(b) > (index.head if k == 0 else 0) for k, b in enumerate(blocks))
+
+
 @given(
     first=st.integers(0, 1500),
     ops=st.lists(st.tuples(st.booleans(), st.integers(1, 3000)), max_size=400),
@@ -908,6 +918,7 @@ def test_id_index_against_a_sorted_set(
     for i in sorted(held)[:front]:
         index.remove(i)
         held.discard(i)
+    assert_index_shape(index)
     for adding, i in ops:
         if adding and i not in held:
             index.add(i, i)
@@ -915,6 +926,13 @@ def test_id_index_against_a_sorted_set(
         elif not adding and i in held:
             index.remove(i)
             held.discard(i)
+        elif (
+            not adding and held and i % 16 == 0
+        ):  # (now and then: empty it from the front, then refill: the kept item)
+            for j in sorted(held):
+                index.remove(j)
+            held.clear()
+        assert_index_shape(index)
     assert index.ids() == sorted(held)
     for after, limit in pages:
         assert index.after(after, limit) == sorted(i for i in held if i > after)[:limit]
