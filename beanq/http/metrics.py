@@ -264,10 +264,9 @@ class EngineCollector(Collector):
     def _schedules(self) -> Iterator[Metric]:
         """Per schedule (by name, the first ``max_tubes``; the rest summed under _other):
         fires, overlap skips, missed times, paused, next fire. Nothing without schedules."""
-        book = self.view.engine.schedules
-        if not book:
+        scheds = self.view.schedules()
+        if not scheds:
             return
-        scheds = sorted(book.by_name.values(), key=attrgetter("name"))
         counters = [
             ("fired", "Jobs put by the schedule."),
             ("skipped", "Fire times skipped: the schedule's last job was alive (overlap)."),
