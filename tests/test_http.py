@@ -405,6 +405,106 @@ def test_schedules_read_only_without_a_token_file() -> None:
         bs.close()
 
 
+def auth_samples(client: httpx.Client) -> dict[tuple[str, str], float]:
+    """The beanq_auth_* samples: (name, "label=value,...") -> value."""
+    return {
+        (name, ",".join(f"{key}={value}" for key, value in labels)): value
+        for (name, labels), value in scrape(client).items()
+        if name.startswith("beanq_auth_")
+    }
+
+
+def test_auth_counts_in_metrics(tmp_path: Path) -> None:
+    """--auth's successes, failures and refused commands are counted in /metrics (stats has
+    no such field and its counters do not move for refused commands)."""
+    from tests.test_auth import ADMIN_TOKEN, PUT_TOKEN, entry
+
+    path = tmp_path / "auth.toml"
+    path.write_text(entry("adm", ADMIN_TOKEN, admin=True) + entry("prod", PUT_TOKEN, put='["a"]'))
+    with http_server("--auth", str(path)) as (port, client):
+        assert auth_samples(client) == {  # (the failures from 0, so that the first is a rise)
+            ("beanq_auth_failures_total", "method=certificate,reason=unknown"): 0,
+            ("beanq_auth_failures_total", "method=token,reason=throttled"): 0,
+            ("beanq_auth_failures_total", "method=token,reason=wrong_token"): 0,
+        }
+        producer = Beanstalk(port)
+        assert producer.ask("use a").word == "UNAUTHORIZED"
+        assert producer.ask("put 0 0 60 1", b"x").word == "UNAUTHORIZED"
+        assert producer.ask("beanq-auth prod.wrong").word == "UNAUTHORIZED"
+        assert producer.ask(f"beanq-auth {PUT_TOKEN}").word == "OK"
+        assert producer.ask("use a").word == "USING"
+        assert producer.ask("pause-tube a 1").word == "UNAUTHORIZED"
+        assert producer.ask("watch a").word == "UNAUTHORIZED"
+        assert producer.ask("reserve-with-timeout 0").word == "UNAUTHORIZED"  # default
+        admin = Beanstalk(port)
+        assert admin.ask(f"beanq-auth {ADMIN_TOKEN}").word == "OK"
+        stats = admin.yaml("stats")
+        assert stats["cmd-use"] == "1" and stats["cmd-pause-tube"] == "0"
+        assert not [key for key in stats if "auth" in key]
+        guesser = Beanstalk(port)  # 3 free failures, a 4th that makes the address wait...
+        for _ in range(4):
+            assert guesser.ask("beanq-auth nobody.guess").word == "UNAUTHORIZED"
+        assert guesser.ask(f"beanq-auth {ADMIN_TOKEN}").word == "UNAUTHORIZED"  # ...unchecked
+        got = auth_samples(client)
+        for conn in (producer, admin, guesser):
+            conn.close()
+    assert got == {
+        ("beanq_auth_success_total", "method=token,token=adm"): 1,
+        ("beanq_auth_success_total", "method=token,token=prod"): 1,
+        ("beanq_auth_failures_total", "method=certificate,reason=unknown"): 0,
+        ("beanq_auth_failures_total", "method=token,reason=throttled"): 1,
+        ("beanq_auth_failures_total", "method=token,reason=wrong_token"): 5,
+        ("beanq_auth_refused_commands_total", "command=pause-tube,reason=rights"): 1,
+        ("beanq_auth_refused_commands_total", "command=reserve-with-timeout,reason=rights"): 1,
+        ("beanq_auth_refused_commands_total", "command=watch,reason=rights"): 1,
+        ("beanq_auth_refused_commands_total", "command=put,reason=unauthenticated"): 1,
+        ("beanq_auth_refused_commands_total", "command=use,reason=unauthenticated"): 1,
+    }
+
+
+def test_certificate_authentications_in_metrics(tmp_path: Path) -> None:
+    """In process: a client certificate's subject that a token names counts as a success of
+    that token, one that none names as a failure; /metrics shows both (token names only)."""
+    from prometheus_client import generate_latest
+
+    from beanq import auth
+    from beanq.dispatch import Hub
+    from beanq.http.metrics import registry
+    from beanq.http.view import EngineView
+    from beanq.tubes import Engine
+    from tests.test_auth import HOST, NOW, entry
+
+    path = tmp_path / "auth.toml"
+    path.write_text(entry("w", None, reserve='["jobs"]', subject="O=Example,CN=worker-1"))
+    store = auth.TokenStore.load(str(path))
+    authority = auth.Authority(store, required=True)
+    engine = Engine(NOW)
+    hub = Hub(engine, HOST)
+    for subject in ("O=Example,CN=worker-1", "O=Example,CN=worker-1", "O=Example,CN=mallory"):
+        conn = hub.open()
+        authority.attach(conn, "127.0.0.1")
+        authority.certified(conn, subject)
+    view = EngineView(
+        engine,
+        HOST,
+        max_job_size=1,
+        clock=lambda: NOW,
+        draining=lambda: False,
+        sessions=list,
+        auth=authority.audit(),
+    )
+    text = generate_latest(registry(view, 10)).decode()
+    samples = {
+        (s.name, tuple(s.labels.values())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("beanq_auth_")
+    }
+    assert samples[("beanq_auth_success_total", ("certificate", "w"))] == 2
+    assert samples[("beanq_auth_failures_total", ("certificate", "unknown"))] == 1
+    assert "mallory" not in text
+
+
 def test_tube_cap_sums_the_rest_under_other() -> None:
     with http_server("--metrics-max-tubes", "3") as (port, client):
         bs = Beanstalk(port)
@@ -457,7 +557,9 @@ def test_health_and_readiness_follow_drain_mode() -> None:
             time.sleep(0.05)
         assert ready.status_code == 503 and ready.json() == {"status": "draining"}
         assert client.get("/healthz").status_code == 200
-        assert scrape(client)[("beanstalkd_draining", ())] == 1
+        samples = scrape(client)
+        assert samples[("beanstalkd_draining", ())] == 1
+        assert not [key for key in samples if key[0].startswith("beanq_auth")]  # (no --auth)
 
 
 def test_api_endpoints_and_errors() -> None:

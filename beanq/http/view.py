@@ -31,6 +31,16 @@ class BinlogView(Protocol):
     def job_file(self, job: Job) -> int: ...
 
 
+class AuthAudit(Protocol):
+    """What ``--auth``'s gates counted (``beanq.auth.Audit``): copies, keyed by labels."""
+
+    def successes(self) -> dict[tuple[str, str], int]: ...
+
+    def failures(self) -> dict[tuple[str, str], int]: ...
+
+    def refusals(self) -> dict[tuple[str, str], int]: ...
+
+
 class EngineView:
     def __init__(
         self,
@@ -43,6 +53,7 @@ class EngineView:
         sessions: Callable[[], Iterable[Session]],
         binlog: BinlogView | None = None,
         peer: Callable[[Session], tuple[str, float] | None] = lambda session: None,
+        auth: AuthAudit | None = None,
     ) -> None:
         self.engine = engine
         self.host = host
@@ -52,6 +63,7 @@ class EngineView:
         self._sessions = sessions
         self.binlog = binlog
         self._peer = peer
+        self.auth = auth  # None: no --auth, nothing counted
 
     # --- health ----------------------------------------------------------------------------
 
