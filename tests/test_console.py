@@ -816,6 +816,12 @@ def test_browser_read_only_console_and_ten_thousand_tubes(browser: Any) -> None:
         assert not all_css(browser, "td[data-col=preview]")  # bodies hidden
         assert all_css(browser, "#read-only")
         shot(browser, "13-read-only-tube")
+        go(browser, url + "/#/schedules")
+        wait_for(lambda: all_css(browser, "#no-schedules"), "no schedules yet")
+        data = b'{"tube":"t00042","every":60}'
+        assert bs.ask(f"beanq-schedule-add minutely {len(data)}", data).word == "ADDED"
+        wait_for(lambda: all_css(browser, 'tr[data-schedule="minutely"]'), "the schedule's row")
+        assert not all_css(browser, "#schedules-table button")  # read-only: no Pause, Delete
         # no script error, no request refused, nothing the Content-Security-Policy blocked
         logged = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert logged == []

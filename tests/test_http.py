@@ -284,6 +284,9 @@ def test_schedules_api_and_actions(tmp_path: Path) -> None:
             "total": 0,
             "now": pytest.approx(time.time(), abs=5),
         }
+        for action in ("pause", "resume", "delete"):  # (no schedule yet: no book either)
+            assert client.post(f"/api/v1/schedules/a/{action}").status_code == 404
+        assert client.get("/api/v1/schedules/a").status_code == 404
         add_schedule(
             bs, "digest", tube="mail", cron="*/5 * * * *", tz="Europe/Paris", body="hello", pri=7
         )
