@@ -127,8 +127,55 @@ def parse(text: str) -> dict[str, Entry]:
     return entries
 
 
+class Audit:
+    """What the gates decided since the server started, counted for ``/metrics`` (``stats``
+    keeps beanstalkd's fields, untouched): authentications by method and token name, failed
+    ones by method and reason, refused commands by reason and command. Token names come from
+    the auth file and commands from the protocol, so the keys are bounded; a token itself is
+    never a key. One per token store, shared by its listeners and kept across reloads; only
+    gated connections reach it, so a server without ``--auth`` counts nothing. The HTTP side
+    reads copies through the three accessors and nothing else."""
+
+    __slots__ = ("_failures", "_refused", "_successes")
+
+    def __init__(self) -> None:
+        self._successes: dict[tuple[str, str], int] = {}  # (method, token name): count
+        # (method, reason): count, the usual ones from 0 so that a first failure is a rise
+        self._failures: dict[tuple[str, str], int] = dict.fromkeys(
+            [("token", "wrong_token"), ("token", "throttled"), ("certificate", "unknown")], 0
+        )
+        self._refused: dict[tuple[str, str], int] = {}  # (reason, command): count
+
+    def succeeded(self, method: str, name: str) -> None:
+        key = (method, name)
+        self._successes[key] = self._successes.get(key, 0) + 1
+
+    def failed(self, method: str, reason: str) -> None:
+        key = (method, reason)
+        self._failures[key] = self._failures.get(key, 0) + 1
+
+    def refused(self, reason: str, command: str) -> None:
+        key = (reason, command)
+        self._refused[key] = self._refused.get(key, 0) + 1
+
+    # --- read-only, for /metrics -----------------------------------------------------------
+
+    def successes(self) -> dict[tuple[str, str], int]:
+        """(method: ``token`` or ``certificate``, token name): authentications."""
+        return dict(self._successes)
+
+    def failures(self) -> dict[tuple[str, str], int]:
+        """(method, reason: ``wrong_token``, ``throttled`` or ``unknown``): failures."""
+        return dict(self._failures)
+
+    def refusals(self) -> dict[tuple[str, str], int]:
+        """(reason: ``unauthenticated`` or ``rights``, command): commands refused."""
+        return dict(self._refused)
+
+
 class TokenStore:
-    """The token file's entries, the tokens verified so far, and failures per address."""
+    """The token file's entries, the tokens verified so far, failures per address, and the
+    audit counts."""
 
     def __init__(self, path: str, entries: dict[str, Entry]) -> None:
         self.path = path
@@ -136,6 +183,7 @@ class TokenStore:
         self.subjects = {e.subject: e.rights for e in entries.values() if e.subject}
         self._verified: dict[bytes, Rights] = {}  # sha256(token): its rights
         self._failures: dict[str, tuple[int, float]] = {}  # address: (failures, wait until)
+        self.audit = Audit()
 
     @classmethod
     def load(cls, path: str) -> TokenStore:
@@ -169,6 +217,7 @@ class TokenStore:
         failures, until = self._failures.get(peer, (0, 0.0))
         if now < until:
             self._fail(peer, failures, now)
+            self.audit.failed("token", "throttled")
             return None
         digest = hashlib.sha256(token).digest()
         rights = self._verified.get(digest)
@@ -179,8 +228,10 @@ class TokenStore:
                 rights = self._verified[digest] = entry.rights
         if rights is None:
             self._fail(peer, failures, now)
+            self.audit.failed("token", "wrong_token")
             return None
         self._failures.pop(peer, None)
+        self.audit.succeeded("token", rights.name)
         return rights
 
     def _fail(self, peer: str, failures: int, now: float) -> None:
@@ -219,6 +270,10 @@ class Authority:
         self.store = store
         self.required = required
 
+    def audit(self) -> Audit:
+        """What the gates of this store counted (for ``/metrics``)."""
+        return self.store.audit
+
     def attach(self, conn: Connection, peer: str) -> None:
         conn.handlers = GATED
         conn.guard = Guard(self, peer)
@@ -229,9 +284,11 @@ class Authority:
         assert isinstance(guard, Guard)
         rights = self.store.subjects.get(subject)
         if rights is None:
+            self.store.audit.failed("certificate", "unknown")
             log.info("auth: certificate %r from %s maps to no token", subject, guard.peer)
             return
         guard.rights = rights
+        self.store.audit.succeeded("certificate", rights.name)
         log.info("auth: %s by certificate %r from %s", rights.name, subject, guard.peer)
 
 
@@ -337,6 +394,9 @@ def _gated(kind: type, handler: Handler) -> Handler:
         if isinstance(event, p.Simple) and event.name == "quit":
             conn.closing = True
             return
+        guard.authority.store.audit.refused(
+            "unauthenticated" if rights is None else "rights", _describe(event)
+        )
         log.info(
             "auth: refused %s for %s from %s",
             _describe(event),
@@ -348,9 +408,36 @@ def _gated(kind: type, handler: Handler) -> Handler:
     return gate
 
 
+# The protocol's word for each event that carries none (for logs and the audit counts)
+_WORDS: dict[type, str] = {
+    p.Put: "put",
+    p.PutUnique: "beanq-put-unique",
+    p.Reserve: "reserve",  # (or reserve-with-timeout)
+    p.ReserveBatch: "beanq-reserve-batch",
+    p.Release: "release",
+    p.Bury: "bury",
+    p.Kick: "kick",
+    p.PauseTube: "pause-tube",
+    p.Flush: "beanq-flush",
+    p.ListJobs: "beanq-list",
+    p.Move: "beanq-move",
+    p.Capabilities: "beanq-capabilities",
+    p.ScheduleAdd: "beanq-schedule-add",
+    p.ScheduleList: "beanq-schedule-list",
+    p.Invalid: "put",  # (only a put's error reply is ever refused: see _invalid)
+}
+
+
 def _describe(event: p.Event) -> str:
+    """The command's word: one of the protocol's, so a bounded set."""
+    if isinstance(event, p.ScheduleCommand):
+        return f"beanq-schedule-{event.word}"
+    if isinstance(event, p.Reserve) and event.timeout is not None:
+        return "reserve-with-timeout"
     name = getattr(event, "name", None)
-    return name if isinstance(name, str) else type(event).__name__
+    if isinstance(name, str):
+        return name
+    return _WORDS.get(type(event), type(event).__name__)
 
 
 def _gated_table() -> dict[type, Handler]:

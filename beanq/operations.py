@@ -1,12 +1,13 @@
 """The changes the HTTP console may make to the queue, and nothing else.
 
 Each one is the engine operation a beanstalk command performs (``kick``, ``kick-job``,
-``delete``, ``pause-tube``, ``beanq-flush``, ``beanq-move``, and drain mode as ``SIGUSR1``
-sets it), followed by what the loop does after a batch of commands: waiting reserves get the
-jobs it made ready, the binlog records it like the command's, and with ``-f 0`` the answer
-waits for the fsync that covers it. ``beanq.server`` builds this object with that last step
-(``settle``) and hands it to the HTTP side, which so never touches the loop, the connections
-or the binlog. Methods are coroutines because of that wait; they run on the loop's thread.
+``delete``, ``pause-tube``, ``beanq-flush``, ``beanq-move``, ``beanq-schedule-pause``,
+``-resume`` and ``-rm``, and drain mode as ``SIGUSR1`` sets it), followed by what the loop
+does after a batch of commands: waiting reserves get the jobs it made ready, the binlog
+records it like the command's, and with ``-f 0`` the answer waits for the fsync that covers
+it. ``beanq.server`` builds this object with that last step (``settle``) and hands it to the
+HTTP side, which so never touches the loop, the connections or the binlog. Methods are
+coroutines because of that wait; they run on the loop's thread.
 
 The ``cmd-*`` counters of ``stats`` count protocol commands and do not move; the per-tube and
 per-job counters (kicks, deletes, pauses) do, as the engine keeps them.
@@ -92,6 +93,30 @@ class Operations:
         count = self._engine.move(src, dst, MOVE_STATES[state], min(limit, MAX_COUNT), now)
         await self._settle(now)
         return count
+
+    async def schedule_pause(self, name: bytes) -> bool:
+        """``beanq-schedule-pause`` (False: no such schedule)."""
+        book = self._engine.schedules
+        now = self._clock()
+        ok = book is not None and book.pause(self._engine, name)
+        await self._settle(now)
+        return ok
+
+    async def schedule_resume(self, name: bytes) -> bool:
+        """``beanq-schedule-resume``: its timer armed at the next fire time after now."""
+        book = self._engine.schedules
+        now = self._clock()
+        ok = book is not None and book.resume(self._engine, name, now)
+        await self._settle(now)
+        return ok
+
+    async def schedule_remove(self, name: bytes) -> bool:
+        """``beanq-schedule-rm`` (the jobs it put stay)."""
+        book = self._engine.schedules
+        now = self._clock()
+        ok = book is not None and book.remove(self._engine, name)
+        await self._settle(now)
+        return ok
 
     async def drain(self, on: bool) -> None:
         """Drain mode (puts answered DRAINING) on, as SIGUSR1 turns it on, or off again."""

@@ -50,6 +50,7 @@ from beanq.tubes import Engine, Job
 if TYPE_CHECKING:
     import trio
 
+    from beanq.auth import Audit
     from beanq.binlog import BinlogMetrics
     from beanq.listener import Endpoint
 
@@ -224,6 +225,8 @@ class Gate(Protocol):
     def attach(self, conn: Connection, peer: str) -> None: ...
 
     def certified(self, conn: Connection, subject: str) -> None: ...
+
+    def audit(self) -> Audit: ...  # what it counted, for /metrics
 
 
 class TlsServer(Protocol):
@@ -1069,6 +1072,7 @@ async def _serve_http(loop: EpollLoop, config: Config, token: str | None) -> Non
         raise StartupError(f"--http {host}:{port}: {exc.strerror}", 111) from exc
     hub = loop.hub
     hub.engine.observe()
+    gates = [each.gate for each in loop.listeners.values() if each.gate is not None]
     view = http.EngineView(
         hub.engine,
         hub.host,
@@ -1078,6 +1082,7 @@ async def _serve_http(loop: EpollLoop, config: Config, token: str | None) -> Non
         sessions=hub.connections.keys,
         binlog=loop.journal,
         peer=lambda session: loop.peer(hub.connections.get(session)),
+        auth=gates[0].audit() if gates else None,  # (one token store, one audit, for all)
     )
 
     async def settle(now: float) -> None:

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -647,6 +648,143 @@ def test_browser_connections_page(browser: Any, scene: Scene) -> None:
     shot(browser, "11-connections")
 
 
+def schedule_list(bs: Beanstalk) -> dict[str, dict[str, Any]]:
+    """beanq-schedule-list, by name."""
+    reply = bs.ask("beanq-schedule-list")
+    assert reply.word == "OK" and reply.body is not None
+    return {s["name"]: s for s in json.loads(reply.body)}
+
+
+def local_time(ts: float) -> str:
+    """What the page shows for a Unix time: the browser's local time (the same zone as ours),
+    with the date unless it is today."""
+    at = datetime.fromtimestamp(ts)
+    return at.strftime("%H:%M:%S" if at.date() == datetime.now().date() else "%Y-%m-%d %H:%M:%S")
+
+
+SCHEDULE_ROWS = """[...document.querySelectorAll('#schedules-table tr[data-schedule]')].map(r => {
+  const c = (col) => r.querySelector(`[data-col=${col}]`);
+  return {name: r.dataset.schedule, tube: c('tube').textContent,
+    tube_link: c('tube').querySelector('a').getAttribute('href'),
+    trigger: c('trigger').dataset.value, next: c('next_fire').dataset.value,
+    next_text: c('next_fire').textContent, last: c('last_fire').dataset.value,
+    last_text: c('last_fire').textContent, fired: c('fired').dataset.value,
+    skipped: c('skipped').dataset.value, missed: c('missed').dataset.value,
+    paused: c('paused').dataset.value,
+    buttons: [...r.querySelectorAll('button[data-action]')].map(b => b.dataset.action)};
+})"""
+
+
+def test_browser_schedules_page(browser: Any, tmp_path: Path) -> None:
+    """Schedules declared over the protocol show on #/schedules as beanq-schedule-list says
+    (next fire absolute and relative, last fire, counts, state); Pause, Resume and Delete
+    clicked in the page act (checked over the protocol); 3,000 schedules cost one page."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    with console_server("--http-token-file", str(token_file)) as (port, _client, url):
+        bs = Beanstalk(port)
+        definitions = {
+            "digest": {"tube": "mail", "cron": "*/5 * * * *", "tz": "Europe/Paris"},
+            "heartbeat": {"tube": "beats", "every": 1, "overlap": "allow", "body": "beat"},
+            "nightly": {"tube": "reports", "cron": "0 3 * * *", "pri": 10, "ttr": 600},
+            "single": {"tube": "single/file", "every": 0.5},  # (overlap skip: skips pile up)
+        }
+        for name, definition in definitions.items():
+            data = json.dumps(definition).encode()
+            assert bs.ask(f"beanq-schedule-add {name} {len(data)}", data).word == "ADDED"
+        assert bs.ask("beanq-schedule-pause nightly").word == "PAUSED"
+        browser.get_log("browser")  # (forget what earlier tests logged)
+        go(browser, url + "/login")
+        css(browser, "#token").send_keys(TOKEN)
+        click(browser, "button[type=submit]")
+        wait_for(lambda: all_css(browser, "#stats .stat"), "logged in")
+        go(browser, url + "/#/schedules")
+        wait_for(lambda: all_css(browser, "#schedules-table tr[data-schedule]"), "the table")
+
+        def shown() -> dict[str, dict[str, Any]]:
+            return {row["name"]: row for row in js(browser, SCHEDULE_ROWS)}
+
+        def matches() -> bool:
+            """The page between two reads of the protocol's list (heartbeat fires meanwhile)."""
+            before = schedule_list(bs)
+            page = shown()
+            after = schedule_list(bs)
+            if set(page) != set(after):
+                return False
+            for name, row in page.items():
+                old, new = before[name], after[name]
+                if not old["fired"] <= int(row["fired"]) <= new["fired"]:
+                    return False
+                if not old["skipped"] <= int(row["skipped"]) <= new["skipped"]:
+                    return False
+                if row["missed"] != str(new["missed"]) or row["tube"] != new["tube"]:
+                    return False
+                if row["paused"] != str(new["paused"]).lower():
+                    return False
+                if old["next_fire"] == new["next_fire"]:  # (not fired meanwhile: exact)
+                    if (float(row["next"]) if row["next"] else None) != new["next_fire"]:
+                        return False
+                    if old["last_fire"] != (float(row["last"]) if row["last"] else None):
+                        return False
+            return True
+
+        wait_for(lambda: schedule_list(bs)["single"]["skipped"] >= 2, "single skips")
+        wait_for(matches, "the schedules as beanq-schedule-list says")
+        rows = shown()
+        listed = schedule_list(bs)
+        digest = rows["digest"]
+        assert digest["trigger"] == "cron */5 * * * * Europe/Paris"
+        assert digest["tube_link"] == "#/tube/mail"
+        assert digest["next_text"].startswith(local_time(listed["digest"]["next_fire"]) + " in ")
+        assert digest["last_text"] == "never" and digest["buttons"] == [
+            "pause-schedule",
+            "delete-schedule",
+        ]
+        assert rows["nightly"]["next_text"] == "paused" and rows["nightly"]["next"] == ""
+        assert rows["nightly"]["buttons"][0] == "resume-schedule"
+        assert rows["single"]["tube_link"] == "#/tube/single%2Ffile"
+        assert rows["heartbeat"]["trigger"] == "every 1" and int(rows["heartbeat"]["fired"]) >= 1
+        last = float(rows["heartbeat"]["last"])
+        assert rows["heartbeat"]["last_text"].startswith(local_time(last))
+        assert rows["heartbeat"]["last_text"].endswith(" ago")
+        shot(browser, "14-schedules")
+        # pause and resume from the page, checked over the protocol
+        pause = 'tr[data-schedule="digest"] button[data-action="pause-schedule"]'
+        click(browser, pause)
+        wait_for(lambda: schedule_list(bs)["digest"]["paused"], "digest paused")
+        wait_for(lambda: shown()["digest"]["paused"] == "true", "shown paused")
+        assert shown()["digest"]["next_text"] == "paused"
+        click(browser, 'tr[data-schedule="digest"] button[data-action="resume-schedule"]')
+        wait_for(lambda: not schedule_list(bs)["digest"]["paused"], "digest resumed")
+        resumed = schedule_list(bs)["digest"]["next_fire"]
+        assert resumed is not None and resumed == listed["digest"]["next_fire"]
+        wait_for(lambda: float(shown()["digest"]["next"]) == resumed, "shown resumed")
+        # delete (it asks once more)
+        delete = 'tr[data-schedule="single"] button[data-action="delete-schedule"]'
+        click(browser, delete)
+        wait_for(lambda: css(browser, delete).text == "Sure?", "the second thought")
+        click(browser, delete)
+        wait_for(lambda: "single" not in schedule_list(bs), "single deleted")
+        wait_for(lambda: "single" not in shown(), "its row gone")
+        # thousands of schedules: one page of rows, filtered on the server
+        lines: list[tuple[str, bytes | None]] = []
+        for i in range(3000):
+            data = b'{"tube":"bulk-%d","cron":"0 * * * *"}' % (i % 7)
+            lines.append((f"beanq-schedule-add bulk-{i:04d} {len(data)}", data))
+        assert all(r.word == "ADDED" for r in bulk(bs, lines))
+        wait_for(lambda: "of 3,003 schedules" in css(browser, "#schedules-summary").text, "3,003")
+        assert len(shown()) == 50
+        started = time.monotonic()
+        css(browser, "#schedule-filter").send_keys("bulk-2999")
+        wait_for(lambda: list(shown()) == ["bulk-2999"], "filtered among 3,003 schedules")
+        assert time.monotonic() - started < WAIT
+        shot(browser, "15-schedules-filtered")
+        logged = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert logged == []
+        browser.get("about:blank")  # (no poll of this server once it is gone)
+        bs.close()
+
+
 def test_browser_read_only_console_and_ten_thousand_tubes(browser: Any) -> None:
     browser.get_log("browser")  # (forget what earlier tests logged: 401s of the login)
     with console_server() as (port, client, url):
@@ -678,6 +816,12 @@ def test_browser_read_only_console_and_ten_thousand_tubes(browser: Any) -> None:
         assert not all_css(browser, "td[data-col=preview]")  # bodies hidden
         assert all_css(browser, "#read-only")
         shot(browser, "13-read-only-tube")
+        go(browser, url + "/#/schedules")
+        wait_for(lambda: all_css(browser, "#no-schedules"), "no schedules yet")
+        data = b'{"tube":"t00042","every":60}'
+        assert bs.ask(f"beanq-schedule-add minutely {len(data)}", data).word == "ADDED"
+        wait_for(lambda: all_css(browser, 'tr[data-schedule="minutely"]'), "the schedule's row")
+        assert not all_css(browser, "#schedules-table button")  # read-only: no Pause, Delete
         # no script error, no request refused, nothing the Content-Security-Policy blocked
         logged = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert logged == []

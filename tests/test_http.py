@@ -249,6 +249,265 @@ def test_schedules_in_metrics() -> None:
         bs.close()
 
 
+def add_schedule(bs: Beanstalk, name: str, **definition: object) -> None:
+    data = json.dumps(definition).encode()
+    assert bs.ask(f"beanq-schedule-add {name} {len(data)}", data).word == "ADDED"
+
+
+def show_schedule(bs: Beanstalk, name: str) -> dict[str, object] | None:
+    reply = bs.ask(f"beanq-schedule-show {name}")
+    if reply.word == "NOT_FOUND":
+        return None
+    assert reply.word == "OK" and reply.body is not None, reply
+    shown: dict[str, object] = json.loads(reply.body)
+    return shown
+
+
+STEADY = ("pri", "ttr", "delay", "overlap", "catchup", "grace", "paused", "next_fire", "missed")
+
+
+def test_schedules_api_and_actions(tmp_path: Path) -> None:
+    """GET /api/v1/schedules (all, a page, one) says what beanq-schedule-show says; pause,
+    resume and delete over HTTP act as the protocol's commands, wake the loop's timers and
+    reach the binlog."""
+    token_file = tmp_path / "token"
+    token_file.write_text("sched-token\n")
+    data = tmp_path / "binlog"
+    data.mkdir()
+    bearer = {"Authorization": "Bearer sched-token"}
+    args = ("-b", str(data), "--http-token-file", str(token_file))
+    with http_server(*args) as (port, client):
+        client.headers.update(bearer)
+        bs = Beanstalk(port)
+        assert client.get("/api/v1/schedules").json() == {
+            "schedules": [],
+            "total": 0,
+            "now": pytest.approx(time.time(), abs=5),
+        }
+        for action in ("pause", "resume", "delete"):  # (no schedule yet: no book either)
+            assert client.post(f"/api/v1/schedules/a/{action}").status_code == 404
+        assert client.get("/api/v1/schedules/a").status_code == 404
+        add_schedule(
+            bs, "digest", tube="mail", cron="*/5 * * * *", tz="Europe/Paris", body="hello", pri=7
+        )
+        add_schedule(bs, "a/b", tube="x/y", every=3600, body_b64="/wA=", ttr=5)
+        add_schedule(bs, "tick", tube="ticks", every=0.2, overlap="allow")
+        everything = client.get("/api/v1/schedules").json()
+        assert everything["total"] == 3
+        rows = {row["name"]: row for row in everything["schedules"]}
+        assert list(rows) == ["a/b", "digest", "tick"]  # by name
+        for name in ("digest", "a/b"):
+            shown = show_schedule(bs, name)
+            assert shown is not None
+            assert {k: rows[name][k] for k in shown} == shown  # beanq-schedule-show's fields
+        digest = rows["digest"]
+        assert digest["trigger"] == "cron */5 * * * * Europe/Paris" and digest["size"] == 5
+        assert digest["body"] == "hello" and digest["pri"] == 7  # bodies: with a token
+        next_in = digest["next_fire"] - everything["now"]
+        assert 0 < next_in <= 300 and digest["next_fire_in"] == pytest.approx(next_in, abs=0.05)
+        assert digest["last_fire"] is None and digest["last_fire_ago"] is None
+        assert rows["a/b"]["trigger"] == "every 3600s" and rows["a/b"]["body_b64"] == "/wA="
+        # one, by its percent-encoded name
+        one = client.get("/api/v1/schedules/a%2Fb").json()
+        assert one["name"] == "a/b" and one["tube"] == "x/y" and one["every"] == 3600
+        # pages: sorted, filtered (by name or tube) on the server
+        page = client.get("/api/v1/schedules", params={"sort": "next", "limit": 2}).json()
+        assert [r["name"] for r in page["schedules"]] == ["tick", "digest"]
+        assert (page["total"], page["matched"], page["offset"]) == (3, 3, 0)
+        desc = client.get("/api/v1/schedules", params={"order": "desc", "offset": 1}).json()
+        assert [r["name"] for r in desc["schedules"]] == ["digest", "a/b"]
+        by_tube = client.get("/api/v1/schedules", params={"q": "mai"}).json()
+        assert [r["name"] for r in by_tube["schedules"]] == ["digest"] and by_tube["matched"] == 1
+        wait = time.monotonic() + 10
+        while client.get("/api/v1/schedules/tick").json()["fired"] < 2:
+            assert time.monotonic() < wait
+            time.sleep(0.1)
+        tick = client.get("/api/v1/schedules/tick").json()
+        assert 0 <= tick["last_fire_ago"] < 5 and tick["last_job_alive"]
+        for path, status in [
+            ("/api/v1/schedules/nope", 404),
+            ("/api/v1/schedules?sort=size", 400),
+            ("/api/v1/schedules?order=up", 400),
+            ("/api/v1/schedules?limit=0", 400),
+            ("/api/v1/schedules?offset=-1", 400),
+        ]:
+            answer = client.get(path)
+            assert answer.status_code == status, path
+            assert set(answer.json()) == {"error", "message"}
+        assert client.get("/api/v1/schedules", headers={"Authorization": ""}).status_code == 401
+
+        # pause and resume: seen over the protocol
+        assert client.post("/api/v1/schedules/digest/pause").json() == {"paused": True}
+        shown = show_schedule(bs, "digest")
+        assert shown is not None and shown["paused"] is True and shown["next_fire"] is None
+        assert client.get("/api/v1/schedules/digest").json()["next_fire_in"] is None
+        assert client.post("/api/v1/schedules/digest/resume").json() == {"paused": False}
+        shown = show_schedule(bs, "digest")
+        assert shown is not None and shown["paused"] is False
+        assert shown["next_fire"] == digest["next_fire"]  # (the same five minutes)
+        assert client.post("/api/v1/schedules/a%2Fb/pause").json() == {"paused": True}
+        assert (show_schedule(bs, "a/b") or {})["paused"] is True
+        # a resume arms the engine's timer: a reserve waiting on the tube gets the next fire
+        assert client.post("/api/v1/schedules/tick/pause").is_success
+        worker = Beanstalk(port)
+        worker.ask("watch ticks")
+        while (got := worker.ask("reserve-with-timeout 0")).word == "RESERVED":
+            worker.ask(f"delete {got.args[0]}")
+        fired = (show_schedule(bs, "tick") or {})["fired"]
+        worker.sock.sendall(b"reserve-with-timeout 10\r\n")
+        time.sleep(0.5)  # paused: nothing comes
+        assert not worker.replies and (show_schedule(bs, "tick") or {})["fired"] == fired
+        resumed = time.monotonic()
+        assert client.post("/api/v1/schedules/tick/resume").is_success
+        worker.sock.settimeout(10)
+        woke = worker.reader.feed(worker.sock.recv(4096))
+        assert woke[0].word == "RESERVED" and time.monotonic() - resumed < 3
+        # delete: gone from the protocol's list; its jobs stay
+        assert client.post("/api/v1/schedules/tick/delete").json() == {"deleted": "tick"}
+        assert show_schedule(bs, "tick") is None
+        listed = json.loads(bs.ask("beanq-schedule-list").body or b"")
+        assert [s["name"] for s in listed] == ["a/b", "digest"]
+        assert bs.yaml(f"stats-job {woke[0].args[0]}")["state"] == "reserved"
+        for path, status in [
+            ("/api/v1/schedules/tick/pause", 404),
+            ("/api/v1/schedules/tick/resume", 404),
+            ("/api/v1/schedules/tick/delete", 404),
+            ("/api/v1/schedules/a%2Fpause", 400),  # (no action named: not a pause of "a")
+        ]:
+            answer = client.post(path)
+            assert answer.status_code == status, path
+            assert set(answer.json()) == {"error", "message"}
+        steady = {name: show_schedule(bs, name) for name in ("a/b", "digest")}
+        bs.close()
+        worker.close()
+    # the binlog recorded the console's changes as it records the commands
+    with http_server(*args) as (port, client):
+        bs = Beanstalk(port)
+        listed = json.loads(bs.ask("beanq-schedule-list").body or b"")
+        assert [s["name"] for s in listed] == ["a/b", "digest"]
+        for shown in listed:
+            before = steady[shown["name"]]
+            assert before is not None
+            assert {k: shown[k] for k in STEADY} == {k: before[k] for k in STEADY}
+        bs.close()
+
+
+def test_schedules_read_only_without_a_token_file() -> None:
+    with http_server() as (port, client):
+        bs = Beanstalk(port)
+        add_schedule(bs, "nightly", tube="n", cron="0 3 * * *", body="secret")
+        row = client.get("/api/v1/schedules/nightly").json()
+        assert row["size"] == 6 and "body" not in row and "body_b64" not in row  # hidden
+        (listed,) = client.get("/api/v1/schedules").json()["schedules"]
+        assert listed.pop("next_fire_in") == pytest.approx(row.pop("next_fire_in"), abs=1)
+        assert listed == row
+        for action in ("pause", "resume", "delete"):
+            answer = client.post(f"/api/v1/schedules/nightly/{action}")
+            assert answer.status_code == 403 and answer.json()["error"] == "forbidden"
+        assert (show_schedule(bs, "nightly") or {})["paused"] is False
+        bs.close()
+
+
+def auth_samples(client: httpx.Client) -> dict[tuple[str, str], float]:
+    """The beanq_auth_* samples: (name, "label=value,...") -> value."""
+    return {
+        (name, ",".join(f"{key}={value}" for key, value in labels)): value
+        for (name, labels), value in scrape(client).items()
+        if name.startswith("beanq_auth_")
+    }
+
+
+def test_auth_counts_in_metrics(tmp_path: Path) -> None:
+    """--auth's successes, failures and refused commands are counted in /metrics (stats has
+    no such field and its counters do not move for refused commands)."""
+    from tests.test_auth import ADMIN_TOKEN, PUT_TOKEN, entry
+
+    path = tmp_path / "auth.toml"
+    path.write_text(entry("adm", ADMIN_TOKEN, admin=True) + entry("prod", PUT_TOKEN, put='["a"]'))
+    with http_server("--auth", str(path)) as (port, client):
+        assert auth_samples(client) == {  # (the failures from 0, so that the first is a rise)
+            ("beanq_auth_failures_total", "method=certificate,reason=unknown"): 0,
+            ("beanq_auth_failures_total", "method=token,reason=throttled"): 0,
+            ("beanq_auth_failures_total", "method=token,reason=wrong_token"): 0,
+        }
+        producer = Beanstalk(port)
+        assert producer.ask("use a").word == "UNAUTHORIZED"
+        assert producer.ask("put 0 0 60 1", b"x").word == "UNAUTHORIZED"
+        assert producer.ask("beanq-auth prod.wrong").word == "UNAUTHORIZED"
+        assert producer.ask(f"beanq-auth {PUT_TOKEN}").word == "OK"
+        assert producer.ask("use a").word == "USING"
+        assert producer.ask("pause-tube a 1").word == "UNAUTHORIZED"
+        assert producer.ask("watch a").word == "UNAUTHORIZED"
+        assert producer.ask("reserve-with-timeout 0").word == "UNAUTHORIZED"  # default
+        admin = Beanstalk(port)
+        assert admin.ask(f"beanq-auth {ADMIN_TOKEN}").word == "OK"
+        stats = admin.yaml("stats")
+        assert stats["cmd-use"] == "1" and stats["cmd-pause-tube"] == "0"
+        assert not [key for key in stats if "auth" in key]
+        guesser = Beanstalk(port)  # 3 free failures, a 4th that makes the address wait...
+        for _ in range(4):
+            assert guesser.ask("beanq-auth nobody.guess").word == "UNAUTHORIZED"
+        assert guesser.ask(f"beanq-auth {ADMIN_TOKEN}").word == "UNAUTHORIZED"  # ...unchecked
+        got = auth_samples(client)
+        for conn in (producer, admin, guesser):
+            conn.close()
+    assert got == {
+        ("beanq_auth_success_total", "method=token,token=adm"): 1,
+        ("beanq_auth_success_total", "method=token,token=prod"): 1,
+        ("beanq_auth_failures_total", "method=certificate,reason=unknown"): 0,
+        ("beanq_auth_failures_total", "method=token,reason=throttled"): 1,
+        ("beanq_auth_failures_total", "method=token,reason=wrong_token"): 5,
+        ("beanq_auth_refused_commands_total", "command=pause-tube,reason=rights"): 1,
+        ("beanq_auth_refused_commands_total", "command=reserve-with-timeout,reason=rights"): 1,
+        ("beanq_auth_refused_commands_total", "command=watch,reason=rights"): 1,
+        ("beanq_auth_refused_commands_total", "command=put,reason=unauthenticated"): 1,
+        ("beanq_auth_refused_commands_total", "command=use,reason=unauthenticated"): 1,
+    }
+
+
+def test_certificate_authentications_in_metrics(tmp_path: Path) -> None:
+    """In process: a client certificate's subject that a token names counts as a success of
+    that token, one that none names as a failure; /metrics shows both (token names only)."""
+    from prometheus_client import generate_latest
+
+    from beanq import auth
+    from beanq.dispatch import Hub
+    from beanq.http.metrics import registry
+    from beanq.http.view import EngineView
+    from beanq.tubes import Engine
+    from tests.test_auth import HOST, NOW, entry
+
+    path = tmp_path / "auth.toml"
+    path.write_text(entry("w", None, reserve='["jobs"]', subject="O=Example,CN=worker-1"))
+    store = auth.TokenStore.load(str(path))
+    authority = auth.Authority(store, required=True)
+    engine = Engine(NOW)
+    hub = Hub(engine, HOST)
+    for subject in ("O=Example,CN=worker-1", "O=Example,CN=worker-1", "O=Example,CN=mallory"):
+        conn = hub.open()
+        authority.attach(conn, "127.0.0.1")
+        authority.certified(conn, subject)
+    view = EngineView(
+        engine,
+        HOST,
+        max_job_size=1,
+        clock=lambda: NOW,
+        draining=lambda: False,
+        sessions=list,
+        auth=authority.audit(),
+    )
+    text = generate_latest(registry(view, 10)).decode()
+    samples = {
+        (s.name, tuple(s.labels.values())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("beanq_auth_")
+    }
+    assert samples[("beanq_auth_success_total", ("certificate", "w"))] == 2
+    assert samples[("beanq_auth_failures_total", ("certificate", "unknown"))] == 1
+    assert "mallory" not in text
+
+
 def test_tube_cap_sums_the_rest_under_other() -> None:
     with http_server("--metrics-max-tubes", "3") as (port, client):
         bs = Beanstalk(port)
@@ -301,7 +560,9 @@ def test_health_and_readiness_follow_drain_mode() -> None:
             time.sleep(0.05)
         assert ready.status_code == 503 and ready.json() == {"status": "draining"}
         assert client.get("/healthz").status_code == 200
-        assert scrape(client)[("beanstalkd_draining", ())] == 1
+        samples = scrape(client)
+        assert samples[("beanstalkd_draining", ())] == 1
+        assert not [key for key in samples if key[0].startswith("beanq_auth")]  # (no --auth)
 
 
 def test_api_endpoints_and_errors() -> None:

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from beanq.http.auth import Access, Gate
-from beanq.http.paths import tube_name
+from beanq.http.paths import schedule_name, tube_name
 from beanq.operations import FLUSH_STATES, MAX_COUNT, MAX_PAUSE, MOVE_STATES, Operations
 from beanq.protocol import valid_tube_name
 
@@ -64,6 +64,17 @@ def _job_id(request: Request) -> int:
     return int(text)
 
 
+def _schedule(request: Request) -> bytes:
+    name = schedule_name(request, request.url.path.rsplit("/", 1)[1])
+    if name is None:  # (as for a tube: the action's name came from the schedule's)
+        raise BadParameter("the action's name must follow the schedule's name")
+    return name
+
+
+def _no_schedule(request: Request) -> JSONResponse:
+    return _error(404, "not_found", f"no schedule {request.path_params['name']}")
+
+
 async def kick(request: Request, ops: Operations, params: dict[str, Any]) -> Response:
     bound = _count(params, "bound", None, MAX_COUNT)
     kicked = await ops.kick(_tube(request), bound)
@@ -105,6 +116,25 @@ async def delete_job(request: Request, ops: Operations, params: dict[str, Any]) 
     if not await ops.delete(job_id):
         return _error(404, "not_found", f"no job {job_id} that is not reserved")
     return JSONResponse({"deleted": job_id})
+
+
+async def schedule_pause(request: Request, ops: Operations, params: dict[str, Any]) -> Response:
+    if not await ops.schedule_pause(_schedule(request)):
+        return _no_schedule(request)
+    return JSONResponse({"paused": True})
+
+
+async def schedule_resume(request: Request, ops: Operations, params: dict[str, Any]) -> Response:
+    if not await ops.schedule_resume(_schedule(request)):
+        return _no_schedule(request)
+    return JSONResponse({"paused": False})
+
+
+async def schedule_delete(request: Request, ops: Operations, params: dict[str, Any]) -> Response:
+    name = _schedule(request)
+    if not await ops.schedule_remove(name):
+        return _no_schedule(request)
+    return JSONResponse({"deleted": name.decode(errors="replace")})
 
 
 async def drain(request: Request, ops: Operations, params: dict[str, Any]) -> Response:
@@ -151,5 +181,8 @@ def routes(
         Route(f"{api}/tubes/{{name:path}}/move", action(move), methods=post),
         Route(f"{api}/jobs/{{job_id}}/kick", action(kick_job), methods=post),
         Route(f"{api}/jobs/{{job_id}}/delete", action(delete_job), methods=post),
+        Route(f"{api}/schedules/{{name:path}}/pause", action(schedule_pause), methods=post),
+        Route(f"{api}/schedules/{{name:path}}/resume", action(schedule_resume), methods=post),
+        Route(f"{api}/schedules/{{name:path}}/delete", action(schedule_delete), methods=post),
         Route(f"{api}/drain", action(drain), methods=post),
     ]

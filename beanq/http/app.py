@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from beanq.http import actions, console
+from beanq.http import actions, console, schedules
 from beanq.http.auth import Access, Gate
 from beanq.http.metrics import EngineCollector, registry
 from beanq.http.paths import tube_name
@@ -267,6 +267,7 @@ def build(
         Route(f"{API}/jobs/{{job_id}}", guarded(job)),
         Route(f"{API}/connections", guarded(connections)),
         *actions.routes(API, gate, operations, guarded),
+        *schedules.routes(API, view, bodies, guarded),
         *console.routes(gate),
     ]
 

@@ -260,14 +260,45 @@ class EngineCollector(Collector):
         yield from self._tubes()
         yield from self._histograms()
         yield from self._schedules()
+        yield from self._auth()
+
+    def _auth(self) -> Iterator[Metric]:
+        """--auth's audit counts (``beanq.auth.Audit``); nothing without --auth."""
+        audit = self.view.auth
+        if audit is None:
+            return
+        success = CounterMetricFamily(
+            "beanq_auth_success",
+            "Connections authenticated, by method (token, certificate) and token name.",
+            labels=["method", "token"],
+        )
+        for (method, name), count in sorted(audit.successes().items()):
+            success.add_metric([method, name], count)
+        yield success
+        failures = CounterMetricFamily(
+            "beanq_auth_failures",
+            "Failed authentications, by method and reason (wrong_token, throttled: tried "
+            "while the address had to wait; unknown: a certificate no token names).",
+            labels=["method", "reason"],
+        )
+        for (method, reason), count in sorted(audit.failures().items()):
+            failures.add_metric([method, reason], count)
+        yield failures
+        refused = CounterMetricFamily(
+            "beanq_auth_refused_commands",
+            "Commands answered UNAUTHORIZED, by reason (unauthenticated, rights) and command.",
+            labels=["reason", "command"],
+        )
+        for (reason, command), count in sorted(audit.refusals().items()):
+            refused.add_metric([reason, command], count)
+        yield refused
 
     def _schedules(self) -> Iterator[Metric]:
         """Per schedule (by name, the first ``max_tubes``; the rest summed under _other):
         fires, overlap skips, missed times, paused, next fire. Nothing without schedules."""
-        book = self.view.engine.schedules
-        if not book:
+        scheds = self.view.schedules()
+        if not scheds:
             return
-        scheds = sorted(book.by_name.values(), key=attrgetter("name"))
         counters = [
             ("fired", "Jobs put by the schedule."),
             ("skipped", "Fire times skipped: the schedule's last job was alive (overlap)."),

@@ -10,11 +10,15 @@ the pieces the hub owns, so the HTTP package never reaches into connections or t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from operator import attrgetter
+from typing import TYPE_CHECKING, Protocol
 
 from beanq.binlog import BinlogMetrics
 from beanq.dispatch import BinlogStats, HostInfo
 from beanq.tubes import STATE_NAMES, Engine, Job, Session, State, Tube
+
+if TYPE_CHECKING:
+    from beanq.schedules import Schedule
 
 
 class BinlogView(Protocol):
@@ -25,6 +29,16 @@ class BinlogView(Protocol):
     def metrics(self) -> BinlogMetrics: ...
 
     def job_file(self, job: Job) -> int: ...
+
+
+class AuthAudit(Protocol):
+    """What ``--auth``'s gates counted (``beanq.auth.Audit``): copies, keyed by labels."""
+
+    def successes(self) -> dict[tuple[str, str], int]: ...
+
+    def failures(self) -> dict[tuple[str, str], int]: ...
+
+    def refusals(self) -> dict[tuple[str, str], int]: ...
 
 
 class EngineView:
@@ -39,6 +53,7 @@ class EngineView:
         sessions: Callable[[], Iterable[Session]],
         binlog: BinlogView | None = None,
         peer: Callable[[Session], tuple[str, float] | None] = lambda session: None,
+        auth: AuthAudit | None = None,
     ) -> None:
         self.engine = engine
         self.host = host
@@ -48,6 +63,7 @@ class EngineView:
         self._sessions = sessions
         self.binlog = binlog
         self._peer = peer
+        self.auth = auth  # None: no --auth, nothing counted
 
     # --- health ----------------------------------------------------------------------------
 
@@ -112,6 +128,21 @@ class EngineView:
         ids = self.engine.list_ids(tube.name, state, after, limit)
         jobs = self.engine.jobs
         return [jobs[i] for i in ids if i in jobs]
+
+    # --- schedules ---------------------------------------------------------------------------
+
+    def wall(self) -> float:
+        """Now as Unix time, on the clock schedules' fire times are in."""
+        return self.clock() + self.engine.wall_offset
+
+    def schedules(self) -> list[Schedule]:
+        """Every schedule, by name (none: the server never had one)."""
+        book = self.engine.schedules
+        return sorted(book.by_name.values(), key=attrgetter("name")) if book else []
+
+    def schedule(self, name: bytes) -> Schedule | None:
+        book = self.engine.schedules
+        return None if book is None else book.by_name.get(name)
 
 
 def state_name(job: Job) -> str:

@@ -9,6 +9,7 @@ const POLL_OTHER = 2000;
 const TUBES_PAGE = 50;
 const JOBS_PAGE = 100;
 const CONNS_PAGE = 100;
+const SCHEDULES_PAGE = 50;
 const PREVIEW = 48; // bytes of body shown per job in a tube's list
 const CHART_SECONDS = 300;
 const STATES = ["ready", "reserved", "delayed", "buried"];
@@ -166,7 +167,7 @@ function cell(col, value, text, cls) {
 
 // --- routing and polling ---------------------------------------------------------------------
 
-const views = { overview, tubes, tube, job, connections };
+const views = { overview, tubes, tube, job, schedules, connections };
 let current = null; // { view, refresh }
 
 function route() {
@@ -177,6 +178,7 @@ function route() {
   if (parts[0] === "tubes") return ["tubes", {}, params];
   if (parts[0] === "tube" && parts.length > 1) return ["tube", { name: decodeURIComponent(parts.slice(1).join("/")) }, params];
   if (parts[0] === "job" && parts[1]) return ["job", { id: parts[1] }, params];
+  if (parts[0] === "schedules") return ["schedules", {}, params];
   if (parts[0] === "connections") return ["connections", {}, params];
   return ["overview", {}, params];
 }
@@ -199,7 +201,8 @@ function show() {
     redraw();
   };
   tick();
-  timer = setInterval(tick, name === "overview" ? POLL_OVERVIEW : POLL_OTHER);
+  // (schedules: their relative times move every second)
+  timer = setInterval(tick, name === "overview" || name === "schedules" ? POLL_OVERVIEW : POLL_OTHER);
 }
 
 // Draw the current view again now; only the newest draw lands.
@@ -630,6 +633,132 @@ function job(main, args) {
       h("button", { type: "button", class: "tab", "data-mode": m, disabled: m === "json" && pretty === null, onclick: () => { mode = m; render(); } }, label)));
     bodyBox.replaceChildren(h("h2", {}, "Body"), switcher, pre);
     render();
+  }
+  return refresh;
+}
+
+// --- schedules -------------------------------------------------------------------------------
+
+const SCHEDULE_COLUMNS = [
+  ["name", "Schedule", "name"],
+  ["tube", "Tube", "tube"],
+  ["trigger", "Trigger", null],
+  ["next_fire", "Next fire", "next"],
+  ["last_fire", "Last fire", "last"],
+  ["fired", "Fired", "fired"],
+  ["skipped", "Skipped", "skipped"],
+  ["missed", "Missed", "missed"],
+  ["paused", "State", "paused"],
+];
+
+// A Unix time in the browser's local time: the time of day if it is today, else the date too
+// (the title has it in UTC).
+function localTime(ts) {
+  const d = new Date(ts * 1000);
+  const p = (n) => String(n).padStart(2, "0");
+  const time = `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+  if (d.toDateString() === new Date().toDateString()) return time;
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${time}`;
+}
+
+function seconds(x) {
+  return x < 60 && x !== Math.floor(x) ? `${+x.toFixed(3)}s` : duration(x);
+}
+
+// A fire time, absolute and relative (on the server's clock: `delta` is from the API).
+function fireCell(col, ts, delta, future, emptyText) {
+  if (ts === null) return h("td", { "data-col": col, "data-value": "", class: "when" }, h("span", { class: "muted" }, emptyText));
+  const span = delta < 1 ? "<1s" : duration(delta);
+  const rel = future ? `in ${span}` : `${span} ago`;
+  return h("td", { "data-col": col, "data-value": ts, class: "when", title: new Date(ts * 1000).toISOString() },
+    h("span", { class: "abs" }, localTime(ts)), " ", h("span", { class: "rel" }, rel));
+}
+
+function triggerCell(sc) {
+  if (sc.every !== undefined) {
+    return h("td", { "data-col": "trigger", "data-value": `every ${sc.every}`, title: `from ${new Date(sc.start * 1000).toISOString()}` },
+      `every ${seconds(sc.every)}`);
+  }
+  return h("td", { "data-col": "trigger", "data-value": `cron ${sc.cron} ${sc.tz}` }, h("code", {}, sc.cron), " ", h("span", { class: "muted" }, sc.tz));
+}
+
+function scheduleButtons(sc) {
+  const base = `/schedules/${enc(sc.name)}`;
+  return [
+    sc.paused
+      ? h("button", { type: "button", class: "small", "data-action": "resume-schedule", onclick: () => act(`${base}/resume`, {}, () => `Resumed ${sc.name}`) }, "Resume")
+      : h("button", { type: "button", class: "small", "data-action": "pause-schedule", onclick: () => act(`${base}/pause`, {}, () => `Paused ${sc.name}`) }, "Pause"),
+    confirmButton("Delete", "Sure?", () => act(`${base}/delete`, {}, () => `Deleted schedule ${sc.name}`), { class: "danger small", "data-action": "delete-schedule" }),
+  ];
+}
+
+function schedules(main, args, params) {
+  const state = { q: params.get("q") || "", sort: params.get("sort") || "name", order: params.get("order") || "asc", offset: 0 };
+  const filter = h("input", { type: "search", id: "schedule-filter", placeholder: "Filter by schedule or tube", value: state.q });
+  const summary = h("span", { class: "muted", id: "schedules-summary" });
+  const holder = h("div", { class: "table-wrap" });
+  const pager = h("div", { class: "pager" });
+  main.append(h("h1", {}, "Schedules"), h("div", { class: "toolbar" }, filter, summary), holder, pager);
+  let typing = null;
+  filter.addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => { state.q = filter.value; state.offset = 0; redraw(); }, 200);
+  });
+  const setSort = (key) => {
+    if (state.sort === key) state.order = state.order === "asc" ? "desc" : "asc";
+    else {
+      state.sort = key;
+      state.order = key === "name" || key === "tube" || key === "next" ? "asc" : "desc";
+    }
+    state.offset = 0;
+    redraw();
+  };
+  async function refresh(mine) {
+    const query = new URLSearchParams({ q: state.q, sort: state.sort, order: state.order, offset: state.offset, limit: SCHEDULES_PAGE });
+    const data = await api(`/schedules?${query}`);
+    if (mine !== generation) return;
+    if (!data.total) {
+      holder.replaceChildren(h("p", { class: "muted empty", id: "no-schedules" },
+        "No schedules. Declare one with ", h("code", {}, "beanq-schedule-add"), ", ", h("code", {}, "beanqctl schedule add"), " or a worker's ", h("code", {}, "@periodic"), "."));
+      summary.textContent = "";
+      pager.replaceChildren();
+      return;
+    }
+    const columns = session.actions ? [...SCHEDULE_COLUMNS, ["", "", null]] : SCHEDULE_COLUMNS;
+    const head = columns.map(([field, label, key]) => key === null
+      ? h("th", {}, label)
+      : h("th", {
+        class: `sortable${state.sort === key ? " sorted" : ""}${["fired", "skipped", "missed"].includes(field) ? " num" : ""}`,
+        "data-sort": key, tabindex: 0, "aria-sort": state.sort === key ? (state.order === "asc" ? "ascending" : "descending") : null,
+        onclick: () => setSort(key), onkeydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); setSort(key); } },
+      }, label, state.sort === key ? (state.order === "asc" ? " ▲" : " ▼") : ""));
+    const rows = data.schedules.map((sc) => {
+      const about = `jobs: pri ${sc.pri}, ttr ${duration(sc.ttr)}${sc.delay ? `, delay ${duration(sc.delay)}` : ""}, ${bytes(sc.size)}\n` +
+        `overlap ${sc.overlap}, catchup ${sc.catchup}, grace ${seconds(sc.grace)}${sc.late_max ? `\nlate at most ${sc.late_max}s` : ""}`;
+      const row = h("tr", { "data-schedule": sc.name, class: sc.paused ? "paused" : null },
+        h("td", { "data-col": "name", "data-value": sc.name, title: about }, h("strong", {}, sc.name)),
+        h("td", { "data-col": "tube", "data-value": sc.tube }, h("a", { href: `#/tube/${enc(sc.tube)}` }, sc.tube)),
+        triggerCell(sc),
+        fireCell("next_fire", sc.next_fire, sc.next_fire_in, true, "paused"),
+        fireCell("last_fire", sc.last_fire, sc.last_fire_ago, false, "never"),
+        cell("fired", sc.fired, undefined, "num"),
+        cell("skipped", sc.skipped, undefined, "num"),
+        cell("missed", sc.missed, undefined, sc.missed ? "num warn" : "num"),
+        h("td", { "data-col": "paused", "data-value": String(sc.paused) },
+          sc.paused ? h("span", { class: "badge warn" }, "paused") : h("span", { class: "badge ok" }, "active")),
+      );
+      if (session.actions) row.append(h("td", { class: "row-actions" }, scheduleButtons(sc)));
+      return row;
+    });
+    holder.replaceChildren(table(head, rows, { class: "data", id: "schedules-table" }));
+    const end = Math.min(data.offset + data.schedules.length, data.matched);
+    summary.textContent = data.matched
+      ? `${num(data.offset + 1)}–${num(end)} of ${num(data.matched)}${data.matched !== data.total ? ` matching (${num(data.total)} schedules)` : " schedules"}`
+      : `no schedule matches (${num(data.total)} schedules)`;
+    pager.replaceChildren(
+      h("button", { type: "button", id: "schedules-prev", disabled: state.offset === 0, onclick: () => { state.offset = Math.max(0, state.offset - SCHEDULES_PAGE); redraw(); } }, "‹ Previous"),
+      h("button", { type: "button", id: "schedules-next", disabled: end >= data.matched, onclick: () => { state.offset += SCHEDULES_PAGE; redraw(); } }, "Next ›"),
+    );
   }
   return refresh;
 }
