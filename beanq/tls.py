@@ -15,7 +15,6 @@ established ones keep theirs.
 from __future__ import annotations
 
 import logging
-import socket
 import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -27,34 +26,50 @@ _CLOSED = (ssl.SSLZeroReturnError, ssl.SSLEOFError)
 RECORD = 16384  # the most plaintext one TLS record carries
 
 
-class TlsSocket(socket.socket):
+class TlsSocket(ssl.SSLSocket):
     """A server-side TLS socket that behaves like a non-blocking plain one for the loop.
 
-    A plain ``socket.socket`` holding the stdlib's C-level SSL object (what ``ssl.SSLSocket``
-    wraps in Python): ``SSLSocket`` costs each connection half a dozen system calls (it
-    checks the socket's type, asks its name and its peer's, sets blocking twice) and some
-    40 us of Python before the handshake starts; this one takes the accepted descriptor as
-    it is, with one system call."""
+    An ``ssl.SSLSocket`` made the way ``ssl`` itself makes one, less what a server's
+    non-blocking socket does not need: ``SSLContext.wrap_socket`` costs each connection
+    half a dozen system calls (it checks the socket's type, asks its name and its peer's,
+    sets blocking twice) and its Python set-up; this takes the accepted descriptor as it
+    is, with one system call, and reads and writes straight through the C SSL object."""
 
-    __slots__ = ("_tls", "handshaken", "on_subject")
+    handshaken = False
+    on_subject: Callable[[str], None] | None = None
+    # (set as SSLSocket._create sets them, for the inherited methods: close, version, ...)
+    _sslobj: Any
+    _context: ssl.SSLContext
+    _session: None
+    _connected: bool
+    do_handshake_on_connect: bool
+    suppress_ragged_eofs: bool
 
-    def __init__(
-        self,
-        sock: socket.socket,
-        context: ssl.SSLContext,
-        on_subject: Callable[[str], None] | None,
-    ) -> None:
-        super().__init__(sock.family, sock.type, sock.proto, sock.detach())
-        self.handshaken = False
+    @classmethod
+    def accepted(
+        cls, sock: Any, context: ssl.SSLContext, on_subject: Callable[[str], None] | None
+    ) -> TlsSocket:
+        """``sock``: an accepted, non-blocking socket.socket, whose descriptor this takes."""
+        self = cls.__new__(cls)
+        # (what SSLSocket._create does: the socket part, then the SSL object)
+        super(ssl.SSLSocket, self).__init__(sock.family, sock.type, sock.proto, sock.detach())
+        self._context = context
+        self.server_side = True
+        self.server_hostname = None
+        self.do_handshake_on_connect = False
+        self.suppress_ragged_eofs = True
+        self._session = None
+        self._connected = True
         self.on_subject = on_subject
         # The SSL object is made while the new socket object still says blocking (so that it
         # leaves the descriptor's flags alone: it is non-blocking already), then the socket
         # object is told, for the SSL object's sake, which asks it at every call.
-        self._tls: Any = context._wrap_socket(self, True, None, owner=self)  # type: ignore[attr-defined]
+        self._sslobj = context._wrap_socket(self, True, None, owner=self)  # type: ignore[attr-defined]
         self.settimeout(0.0)
+        return self
 
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
-        tls = self._tls
+        tls = self._sslobj
         if not self.handshaken:
             try:
                 tls.do_handshake()
@@ -100,17 +115,13 @@ class TlsSocket(socket.socket):
         if not self.handshaken:
             raise BlockingIOError
         try:
-            sent: int = self._tls.write(data)
+            sent: int = self._sslobj.write(data)
             return sent
         except _WANT:
             raise BlockingIOError from None
 
-    def sendmsg(self, buffers: object, *args: object) -> int:
+    def sendmsg(self, buffers: object, *args: object) -> int:  # type: ignore[override]
         return self.send(b"".join(buffers))  # type: ignore[arg-type]
-
-    def getpeercert(self) -> dict[str, Any] | None:
-        cert: dict[str, Any] | None = self._tls.getpeercert()
-        return cert
 
 
 def certificate_subject(cert: Mapping[str, Any] | None) -> str:
@@ -161,9 +172,9 @@ class TlsContext:
             raise StartupError(f"TLS certificate: {exc}", 5) from exc
         return context
 
-    def wrap(self, sock: socket.socket, on_subject: Callable[[str], None] | None) -> TlsSocket:
+    def wrap(self, sock: Any, on_subject: Callable[[str], None] | None) -> TlsSocket:
         """``sock``: an accepted socket.socket (the server owns sockets; this wraps them)."""
-        return TlsSocket(sock, self.context, on_subject)
+        return TlsSocket.accepted(sock, self.context, on_subject)
 
     def handshaken(self, sock: object) -> bool:
         return isinstance(sock, TlsSocket) and sock.handshaken
