@@ -3,12 +3,13 @@
 One beanq with a plaintext listener and a tls:// one beside it; put throughput at 50
 connections over each, alternated over rounds in the same run (target: TLS at least 0.6 of
 plaintext), then new TLS connections a second, each a full handshake (no session reuse: the
-server sends no tickets) followed by one command (target: at least 1,000 a second). The
-clients are Python processes with non-blocking sockets, the same for both sides, so the
-ratio is the server's TLS cost plus the client's (it understates beanq's). Certificates are
-made by ``trustme`` (the dev extra): ECDSA P-256, TLS 1.3, as docs/security.md recommends;
-the handshakes are measured again against a second beanq with an RSA-2048 certificate, for
-comparison (an RSA signature costs the server about ten times an ECDSA one).
+server sends no tickets) followed by one command, from four client processes (target: at
+least 1,000 a second). The put clients are Python processes with non-blocking sockets, the
+same for both sides, so the ratio is the server's TLS cost plus the client's (it
+understates beanq's). Certificates are made by ``trustme`` (the dev extra): ECDSA P-256,
+TLS 1.3, as docs/security.md recommends; the handshakes are measured again against a second
+beanq with an RSA-2048 certificate, for comparison (an RSA signature costs the server about
+ten times an ECDSA one).
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ from bench.procstat import CLK_TCK, cpu_ticks
 from bench.servers import Server, ServerKind, free_port
 
 CONNS = 50
-PROCS = 2  # client processes
+PROCS = 2  # client processes for the puts (25 connections each)
+# Client processes for the handshakes, each connecting one after the other: new connections
+# come from many clients at once, and with two the server sleeps between most handshakes
+# (2 processes: ~990 a second and ~610 us of server CPU each; 3: ~1,070 and ~560; 4: ~1,150
+# and ~520, on the same server, alternated, 2026-12-07)
+HANDSHAKE_PROCS = 4
 
 
 def make_certs(where: Path, key_type: str = "ECDSA") -> tuple[Path, Path]:
@@ -133,7 +139,7 @@ def put_rate(port: int, ca_file: str | None, seconds: float) -> float:
 
 
 def handshake_rate(port: int, ca_file: str, seconds: float) -> float:
-    return _spread(_handshake_worker, [(port, ca_file, seconds)] * PROCS, seconds)
+    return _spread(_handshake_worker, [(port, ca_file, seconds)] * HANDSHAKE_PROCS, seconds)
 
 
 def _measured(pid: int, run: Any) -> tuple[float, float]:
