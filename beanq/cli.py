@@ -32,6 +32,7 @@ Options:
  -l ADDR  listen on address (default is 127.0.0.1; use 0.0.0.0 for all interfaces,
           or unix:/path for a local socket); may be given several times:
           [tls://]ADDR[:PORT][,auth=none|optional|required], [V6]:PORT, unix:PATH
+          tls:// also ,client-cert=none|optional|required (needs --tls-client-ca)
  -p PORT  listen on port (default is 11300; for -l entries without a port)
  -u USER  become user and group
  -z BYTES set the maximum job size in bytes (default is 65535);
@@ -61,7 +62,8 @@ Observability (off by default; see docs/http.md):
 
 Security (see docs/security.md):
  --tls-cert FILE, --tls-key FILE   certificate chain and key for tls:// listeners
- --tls-client-ca FILE     tls:// clients must present a certificate signed by these CAs
+ --tls-client-ca FILE     CAs of client certificates; tls:// listeners require one
+                          unless their client-cert= says optional or none
  --tls-handshake-timeout S  drop a client that has not finished its handshake (default 10)
  --auth FILE              tokens and their rights; listeners default to auth=required
  --keepalive I,N,C        TCP keepalive: idle I s, probes every N s, C probes (60,10,6;
@@ -269,7 +271,8 @@ def _keepalive(prog: str, text: str) -> tuple[int, int, int]:
 
 
 def _check_listeners(prog: str, config: Config) -> None:
-    """Each -l parses; tls:// needs a certificate; auth= needs --auth."""
+    """Each -l parses; tls:// needs a certificate; auth= needs --auth; client-cert= makes
+    sense (``listener.client_cert_mode``)."""
     try:
         wanted = listener.endpoints(config)
     except ValueError as exc:
@@ -282,6 +285,11 @@ def _check_listeners(prog: str, config: Config) -> None:
         if endpoint.auth in ("optional", "required") and config.auth_file is None:
             _warn(prog, f"-l {endpoint.text} needs --auth FILE")
             raise _usage(prog, 5)
+        try:
+            listener.client_cert_mode(endpoint, config)
+        except ValueError as exc:
+            _warn(prog, str(exc))
+            raise _usage(prog, 5) from None
 
 
 def _become(user: str) -> None:

@@ -21,18 +21,22 @@ from beanq.config import Config, StartupError
 SD_LISTEN_FDS_START = 3
 BACKLOG = 1024
 AUTH_MODES = ("none", "optional", "required")
+CLIENT_CERT_MODES = ("none", "optional", "required")
 
 
 class Endpoint:
-    """One ``-l``: ``[tls://]ADDR[:PORT][,auth=MODE]`` or ``unix:PATH[,auth=MODE]``. An
-    address with two colons or more and no brackets is a bare IPv6 address (``-l ::1``);
-    ``[::1]:11301`` has a port. ``auth`` is None until ``--auth`` decides its default."""
+    """One ``-l``: ``[tls://]ADDR[:PORT][,auth=MODE][,client-cert=MODE]`` or
+    ``unix:PATH[,auth=MODE]``. An address with two colons or more and no brackets is a bare
+    IPv6 address (``-l ::1``); ``[::1]:11301`` has a port. ``auth`` is None until ``--auth``
+    decides its default, ``client_cert`` until ``--tls-client-ca`` does (``client_cert_mode``).
+    """
 
-    __slots__ = ("auth", "host", "path", "port", "sock", "text", "tls")
+    __slots__ = ("auth", "client_cert", "host", "path", "port", "sock", "text", "tls")
 
     def __init__(self, text: str, default_port: int) -> None:
         self.text = text
         self.auth: str | None = None
+        self.client_cert: str | None = None
         self.path: str | None = None
         self.tls = False
         self.host = ""
@@ -41,9 +45,15 @@ class Endpoint:
         where, *options = text.split(",")
         for option in options:
             key, eq, value = option.partition("=")
-            if key != "auth" or not eq or value not in AUTH_MODES:
-                raise ValueError(f"-l {text}: unknown {option} (auth=none|optional|required)")
-            self.auth = value
+            if key == "auth" and eq and value in AUTH_MODES:
+                self.auth = value
+            elif key == "client-cert" and eq and value in CLIENT_CERT_MODES:
+                self.client_cert = value
+            else:
+                raise ValueError(
+                    f"-l {text}: unknown {option}"
+                    " (auth=none|optional|required, client-cert=none|optional|required)"
+                )
         if where.startswith("unix:"):
             self.path = where[5:]
             if not self.path:
@@ -70,6 +80,32 @@ class Endpoint:
 
 def endpoints(config: Config) -> list[Endpoint]:
     return [Endpoint(text, config.port) for text in config.listen]
+
+
+def auth_mode(endpoint: Endpoint, config: Config) -> str:
+    """``auth=`` as given, else ``required`` with ``--auth`` and ``none`` without."""
+    return endpoint.auth or ("required" if config.auth_file is not None else "none")
+
+
+def client_cert_mode(endpoint: Endpoint, config: Config) -> str:
+    """A tls:// listener's ``client-cert=``: as given, else ``required`` with
+    ``--tls-client-ca`` (mTLS on every tls:// listener, as before the option existed) and
+    ``none`` without. ValueError for what makes no sense: the option on a plaintext
+    listener, a client certificate with no CA to check it, or an optional one on a
+    listener without auth (where it could neither grant nor narrow anything)."""
+    mode = endpoint.client_cert
+    if mode is None:
+        return "required" if endpoint.tls and config.tls_client_ca is not None else "none"
+    if not endpoint.tls:
+        raise ValueError(f"-l {endpoint.text}: client-cert= is for tls:// listeners")
+    if mode != "none" and config.tls_client_ca is None:
+        raise ValueError(f"-l {endpoint.text}: client-cert={mode} needs --tls-client-ca FILE")
+    if mode == "optional" and auth_mode(endpoint, config) == "none":
+        raise ValueError(
+            f"-l {endpoint.text}: client-cert=optional needs auth=optional|required"
+            " (a certificate stands for a token's rights; without auth it changes nothing)"
+        )
+    return mode
 
 
 def bind(config: Config) -> list[Endpoint]:

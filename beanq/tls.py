@@ -27,17 +27,52 @@ RECORD = 16384  # the most plaintext one TLS record carries
 
 
 class TlsSocket(ssl.SSLSocket):
-    """A server-side TLS socket that behaves like a non-blocking plain one for the loop."""
+    """A server-side TLS socket that behaves like a non-blocking plain one for the loop.
+
+    An ``ssl.SSLSocket`` made the way ``ssl`` itself makes one, less what a server's
+    non-blocking socket does not need: ``SSLContext.wrap_socket`` costs each connection
+    half a dozen system calls (it checks the socket's type, asks its name and its peer's,
+    sets blocking twice) and its Python set-up; this takes the accepted descriptor as it
+    is, with one system call, and reads and writes straight through the C SSL object."""
 
     handshaken = False
     on_subject: Callable[[str], None] | None = None
+    # (set as SSLSocket._create sets them, for the inherited methods: close, version, ...)
+    _sslobj: Any
+    _context: ssl.SSLContext
+    _session: None
+    _connected: bool
+    do_handshake_on_connect: bool
+    suppress_ragged_eofs: bool
+
+    @classmethod
+    def accepted(
+        cls, sock: Any, context: ssl.SSLContext, on_subject: Callable[[str], None] | None
+    ) -> TlsSocket:
+        """``sock``: an accepted, non-blocking socket.socket, whose descriptor this takes."""
+        self = cls.__new__(cls)
+        # (what SSLSocket._create does: the socket part, then the SSL object)
+        super(ssl.SSLSocket, self).__init__(sock.family, sock.type, sock.proto, sock.detach())
+        self._context = context
+        self.server_side = True
+        self.server_hostname = None
+        self.do_handshake_on_connect = False
+        self.suppress_ragged_eofs = True
+        self._session = None
+        self._connected = True
+        self.on_subject = on_subject
+        # The SSL object is made while the new socket object still says blocking (so that it
+        # leaves the descriptor's flags alone: it is non-blocking already), then the socket
+        # object is told, for the SSL object's sake, which asks it at every call.
+        self._sslobj = context._wrap_socket(self, True, None, owner=self)  # type: ignore[attr-defined]
+        self.settimeout(0.0)
+        return self
 
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        tls = self._sslobj
         if not self.handshaken:
             try:
-                # (SSLSocket.do_handshake would first ask getpeername and set the timeout
-                # twice: three system calls an attempt, for nothing on a non-blocking socket)
-                self._sslobj.do_handshake()  # type: ignore[attr-defined]
+                tls.do_handshake()
             except _WANT:
                 raise BlockingIOError from None
             except ssl.SSLError as exc:
@@ -45,7 +80,7 @@ class TlsSocket(ssl.SSLSocket):
                 raise
             self.handshaken = True
             if self.on_subject is not None:
-                subject = certificate_subject(self.getpeercert())
+                subject = certificate_subject(tls.getpeercert())
                 if subject:
                     self.on_subject(subject)
         # One SSL read returns one record at most. OpenSSL reads no further than that record
@@ -53,9 +88,7 @@ class TlsSocket(ssl.SSLSocket):
         # small command costs one read and no exception. A full record (big bodies) is
         # likely followed by more: read on while they come, in this wake-up.
         try:
-            # (straight to the SSL object: SSLSocket.read's checks hold here, and the
-            # frame costs as much as a tenth of a put)
-            data: bytes = self._sslobj.read(buflen)  # type: ignore[attr-defined]
+            data: bytes = tls.read(buflen)
         except _WANT:
             raise BlockingIOError from None
         except _CLOSED:
@@ -66,23 +99,23 @@ class TlsSocket(ssl.SSLSocket):
         total = len(data)
         while total < buflen:
             try:
-                data = self.read(buflen - total)
+                data = tls.read(buflen - total)
             except (*_WANT, *_CLOSED):
                 break  # (the end, if it is one, comes again at the next read)
             if not data:
                 break
             parts.append(data)
             total += len(data)
-        pending = self.pending()
+        pending = tls.pending()
         if pending:  # a record read in part: take the rest, already decrypted
-            parts.append(self.read(pending))
+            parts.append(tls.read(pending))
         return b"".join(parts)
 
     def send(self, data: bytes, flags: int = 0) -> int:  # type: ignore[override]
         if not self.handshaken:
             raise BlockingIOError
         try:
-            sent: int = self._sslobj.write(data)  # type: ignore[attr-defined]
+            sent: int = self._sslobj.write(data)
             return sent
         except _WANT:
             raise BlockingIOError from None
@@ -104,43 +137,70 @@ def certificate_subject(cert: Mapping[str, Any] | None) -> str:
     return ",".join(parts)
 
 
+VERIFY = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
 class TlsContext:
-    """The TLS side of every ``tls://`` listener: one SSLContext, made again on reload."""
+    """What the ``tls://`` listeners with one ``client-cert=`` mode do to their accepted
+    sockets: one SSLContext, made once (never per connection) and again on reload."""
 
-    def __init__(self, cert: str, key: str, client_ca: str | None = None) -> None:
-        self.cert = cert
-        self.key = key
-        self.client_ca = client_ca
-        self.context = self._make()
+    def __init__(self, files: TlsFiles, client_cert: str) -> None:
+        self.files = files
+        self.client_cert = client_cert
+        self.context = self.make()
 
-    def _make(self) -> ssl.SSLContext:
+    def make(self) -> ssl.SSLContext:
+        files = self.files
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.sslsocket_class = TlsSocket
         # No TLS 1.3 session tickets: they would reach clients as bytes nobody asked for
         # (the bundled client takes those as a closed connection), and cost each handshake.
         context.num_tickets = 0
+        # A client that hangs up without close_notify is a hang-up like any other (every
+        # command is framed, so a cut cannot pass for a whole one): no alert written back
+        # into a socket the peer closed.
+        context.options |= ssl.OP_IGNORE_UNEXPECTED_EOF
         try:
-            context.load_cert_chain(self.cert, self.key)
-            if self.client_ca is not None:
-                context.load_verify_locations(self.client_ca)
-                context.verify_mode = ssl.CERT_REQUIRED
+            context.load_cert_chain(files.cert, files.key)
+            if self.client_cert != "none":
+                assert files.client_ca is not None  # (beanq.listener.client_cert_mode)
+                context.load_verify_locations(files.client_ca)
+                context.verify_mode = VERIFY[self.client_cert]
         except (OSError, ssl.SSLError) as exc:
             from beanq.config import StartupError
 
             raise StartupError(f"TLS certificate: {exc}", 5) from exc
         return context
 
-    def reload(self) -> None:
-        self.context = self._make()
-        log.info("TLS certificates reloaded")
-
-    def wrap(self, sock: Any, on_subject: Callable[[str], None] | None) -> ssl.SSLSocket:
+    def wrap(self, sock: Any, on_subject: Callable[[str], None] | None) -> TlsSocket:
         """``sock``: an accepted socket.socket (the server owns sockets; this wraps them)."""
-        wrapped = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        if on_subject is not None:
-            wrapped.on_subject = on_subject  # type: ignore[attr-defined]
-        return wrapped
+        return TlsSocket.accepted(sock, self.context, on_subject)
 
     def handshaken(self, sock: object) -> bool:
         return isinstance(sock, TlsSocket) and sock.handshaken
+
+
+class TlsFiles:
+    """``--tls-cert``, ``--tls-key``, ``--tls-client-ca``, and a ``TlsContext`` for each
+    ``client-cert=`` mode the listeners use. SIGHUP reads the files again into new
+    contexts for every mode, all or none: a file that cannot be read leaves every listener
+    with what it had."""
+
+    def __init__(self, cert: str, key: str, client_ca: str | None = None) -> None:
+        self.cert = cert
+        self.key = key
+        self.client_ca = client_ca
+        self.contexts: dict[str, TlsContext] = {}
+
+    def context(self, client_cert: str) -> TlsContext:
+        """The listeners with this ``client-cert=`` mode share one context."""
+        made = self.contexts.get(client_cert)
+        if made is None:
+            made = self.contexts[client_cert] = TlsContext(self, client_cert)
+        return made
+
+    def reload(self) -> None:
+        fresh = [(each, each.make()) for each in self.contexts.values()]
+        for each, context in fresh:
+            each.context = context
+        log.info("TLS certificates reloaded")

@@ -3,10 +3,13 @@
 One beanq with a plaintext listener and a tls:// one beside it; put throughput at 50
 connections over each, alternated over rounds in the same run (target: TLS at least 0.6 of
 plaintext), then new TLS connections a second, each a full handshake (no session reuse: the
-server sends no tickets) followed by one command (target: at least 1,000 a second). The
-clients are Python processes with non-blocking sockets, the same for both sides, so the
-ratio is the server's TLS cost plus the client's (it understates beanq's). Certificates are
-made by ``trustme`` (the dev extra): ECDSA P-256, TLS 1.3.
+server sends no tickets) followed by one command, from four client processes (target: at
+least 1,000 a second). The put clients are Python processes with non-blocking sockets, the
+same for both sides, so the ratio is the server's TLS cost plus the client's (it
+understates beanq's). Certificates are made by ``trustme`` (the dev extra): ECDSA P-256,
+TLS 1.3, as docs/security.md recommends; the handshakes are measured again against a second
+beanq with an RSA-2048 certificate, for comparison (an RSA signature costs the server about
+ten times an ECDSA one).
 """
 
 from __future__ import annotations
@@ -25,17 +28,25 @@ from bench.procstat import CLK_TCK, cpu_ticks
 from bench.servers import Server, ServerKind, free_port
 
 CONNS = 50
-PROCS = 2  # client processes
+PROCS = 2  # client processes for the puts (25 connections each)
+# Client processes for the handshakes, each connecting one after the other: new connections
+# come from many clients at once, and with two the server sleeps between most handshakes
+# (2 processes: ~990 a second and ~610 us of server CPU each; 3: ~1,070 and ~560; 4: ~1,150
+# and ~520, on the same server, alternated, 2026-12-07)
+HANDSHAKE_PROCS = 4
 
 
-def make_certs(where: Path) -> tuple[Path, Path]:
-    """(server chain and key, CA) for 127.0.0.1."""
+def make_certs(where: Path, key_type: str = "ECDSA") -> tuple[Path, Path]:
+    """(server chain and key, CA) for 127.0.0.1, with ``key_type`` keys (ECDSA: P-256; RSA:
+    2048 bits)."""
     import trustme
 
-    ca = trustme.CA()
-    server = where / "server.pem"
-    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(server))
-    ca_file = where / "ca.pem"
+    kind = trustme.KeyType[key_type]
+    ca = trustme.CA(key_type=kind)
+    server = where / f"server-{key_type}.pem"
+    leaf = ca.issue_cert("127.0.0.1", key_type=kind)
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(server))
+    ca_file = where / f"ca-{key_type}.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     return server, ca_file
 
@@ -87,16 +98,23 @@ def _put_worker(port: int, ca_file: str | None, conns: int, seconds: float, out:
 
 
 def _handshake_worker(port: int, ca_file: str, seconds: float, out: Any) -> None:
+    """Connections one after the other, each a full handshake that checks the server's
+    certificate, one command and its answer. As light as the put clients: the C SSL object
+    over a plain socket (``ssl.SSLSocket`` adds some 50 us of Python a connection, and
+    ``create_connection`` a name look-up), so that more of the two cores is the server's."""
     context = _context(ca_file)
     done = 0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        raw = socket.create_connection(("127.0.0.1", port))
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # (else 40 ms a handshake)
-        with context.wrap_socket(raw) as sock:
-            sock.sendall(b"list-tube-used\r\n")
-            if sock.recv(100).startswith(b"USING"):
-                done += 1
+        raw.connect(("127.0.0.1", port))
+        tls = context._wrap_socket(raw, False, None, owner=raw)  # type: ignore[attr-defined]
+        tls.do_handshake()
+        tls.write(b"list-tube-used\r\n")
+        if tls.read(100).startswith(b"USING"):
+            done += 1
+        raw.close()
     out.put(done)
 
 
@@ -121,7 +139,7 @@ def put_rate(port: int, ca_file: str | None, seconds: float) -> float:
 
 
 def handshake_rate(port: int, ca_file: str, seconds: float) -> float:
-    return _spread(_handshake_worker, [(port, ca_file, seconds)] * PROCS, seconds)
+    return _spread(_handshake_worker, [(port, ca_file, seconds)] * HANDSHAKE_PROCS, seconds)
 
 
 def _measured(pid: int, run: Any) -> tuple[float, float]:
@@ -136,15 +154,21 @@ def _measured(pid: int, run: Any) -> tuple[float, float]:
 
 def tls_cost(kind: ServerKind, rounds: int, seconds: float) -> dict[str, Any]:
     """Puts a second over each listener (and the server's CPU per put, which the clients'
-    own TLS work on the same cores does not blur), alternated; then handshakes a second."""
+    own TLS work on the same cores does not blur), alternated; then handshakes a second
+    against the ECDSA server and an RSA one, alternated too."""
     out: dict[str, Any] = {"plain": [], "tls": [], "plain_cpu_us": [], "tls_cpu_us": []}
+    hands: dict[str, list[tuple[float, float]]] = {"ECDSA": [], "RSA": []}
     with tempfile.TemporaryDirectory(prefix="bench-tls-") as tmp:
-        cert, ca_file = make_certs(Path(tmp))
-        tls_port = free_port()
-        flags = ("-l", f"tls://127.0.0.1:{tls_port}", "--tls-cert", str(cert))
-        server = Server(kind, flags=(*flags, "--tls-key", str(cert)))
+        servers: dict[str, tuple[Server, int, Path]] = {}
         try:
-            server.start()
+            for key_type in hands:
+                cert, ca_file = make_certs(Path(tmp), key_type)
+                tls_port = free_port()
+                flags = ("-l", f"tls://127.0.0.1:{tls_port}", "--tls-cert", str(cert))
+                server = Server(kind, flags=(*flags, "--tls-key", str(cert)))
+                servers[key_type] = (server, tls_port, ca_file)
+                server.start()
+            server, tls_port, ca_file = servers["ECDSA"]
             for _ in range(rounds):
                 for side, port, ca in (("plain", server.port, None), ("tls", tls_port, ca_file)):
                     rate, cpu_us = _measured(
@@ -152,18 +176,28 @@ def tls_cost(kind: ServerKind, rounds: int, seconds: float) -> dict[str, Any]:
                     )
                     out[side].append(round(rate))
                     out[f"{side}_cpu_us"].append(cpu_us)
-            rate, cpu_us = _measured(
-                server.pid, lambda: handshake_rate(tls_port, str(ca_file), seconds)
-            )
-            out["handshakes_per_s"] = round(rate)
-            # the server's CPU a handshake (and one command): its capacity on one core,
-            # whatever the clients' own handshakes cost on the same two cores
-            out["handshake_cpu_us"] = cpu_us
-            out["handshakes_per_core_s"] = round(1e6 / cpu_us) if cpu_us else None
+            for _ in range(rounds):
+                for key_type, (each, port, ca) in servers.items():
+                    hands[key_type].append(
+                        _measured(each.pid, lambda p=port, c=ca: handshake_rate(p, str(c), seconds))
+                    )
         except Exception as e:
             out["error"] = f"{type(e).__name__}: {e}"
         finally:
-            server.stop()
+            for each, _port, _ca in servers.values():
+                each.stop()
+    for key_type, runs in hands.items():
+        if not runs:
+            continue
+        prefix = "" if key_type == "ECDSA" else "rsa_"
+        rate = sorted(r for r, _ in runs)[len(runs) // 2]
+        cpu_us = sorted(c for _, c in runs)[len(runs) // 2]
+        out[f"{prefix}handshakes_per_s"] = round(rate)
+        out[f"{prefix}handshakes_rounds"] = [round(r) for r, _ in runs]
+        # the server's CPU a handshake (and one command): its capacity on one core,
+        # whatever the clients' own handshakes cost on the same two cores
+        out[f"{prefix}handshake_cpu_us"] = cpu_us
+        out[f"{prefix}handshakes_per_core_s"] = round(1e6 / cpu_us) if cpu_us else None
     plain, tls = sorted(out["plain"]), sorted(out["tls"])
     if plain and tls:
         out["ratio"] = round(tls[len(tls) // 2] / plain[len(plain) // 2], 3)
@@ -187,6 +221,13 @@ def render(t: dict[str, Any]) -> str:
             f"full TLS handshakes: {t['handshakes_per_s']:,} a second (target >= 1,000);"
             f" server CPU {t.get('handshake_cpu_us')} us each:"
             f" {t.get('handshakes_per_core_s')} a second per core of the server's"
+            " (ECDSA P-256, medians)"
+        )
+    if "rsa_handshakes_per_s" in t:
+        rows.append(
+            f"  with an RSA-2048 certificate instead: {t['rsa_handshakes_per_s']:,} a second;"
+            f" server CPU {t.get('rsa_handshake_cpu_us')} us each:"
+            f" {t.get('rsa_handshakes_per_core_s')} a second per core"
         )
     if "error" in t:
         rows.append(f"ERROR {t['error']}")

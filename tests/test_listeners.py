@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from beanq import cli
+from beanq import cli, listener
 from beanq import protocol as p
 from beanq.dispatch import Hub
 from beanq.listener import Endpoint, tune_keepalive
@@ -41,9 +41,16 @@ def test_endpoint_syntax() -> None:
     assert (e.host, e.port, e.auth) == ("0.0.0.0", 11301, None)
     e = Endpoint("unix:/run/beanq.sock,auth=none", 11300)
     assert (e.path, e.auth) == ("/run/beanq.sock", "none")
-    for bad in ("1.2.3.4:x", "[::1", "a,auth=maybe", "a,color=red", "unix:", "a:70000"):
+    e = Endpoint("tls://0.0.0.0:11400,client-cert=optional,auth=required", 11300)
+    assert (e.tls, e.port, e.auth, e.client_cert) == (True, 11400, "required", "optional")
+    bad_ones = ("1.2.3.4:x", "[::1", "a,auth=maybe", "a,color=red", "unix:", "a:70000")
+    for bad in (*bad_ones, "tls://a,client-cert=maybe", "tls://a,client-cert"):
         with pytest.raises(ValueError):
             Endpoint(bad, 11300)
+
+
+TLS = ["--tls-cert", "server.pem", "--tls-key", "server.pem"]
+CA = ["--tls-client-ca", "ca.pem"]
 
 
 @pytest.mark.parametrize(
@@ -52,6 +59,13 @@ def test_endpoint_syntax() -> None:
         ["-l", "tls://127.0.0.1"],  # no certificate
         ["-l", "127.0.0.1,auth=required"],  # no --auth
         ["-l", "127.0.0.1,secure=yes"],
+        # client-cert= on a plaintext listener; without a CA to check certificates with;
+        # optional where there is no auth for a certificate to stand for
+        ["-l", "127.0.0.1,client-cert=required", "--tls-client-ca", "ca.pem"],
+        ["-l", "tls://127.0.0.1,client-cert=required", *TLS],
+        ["-l", "tls://127.0.0.1,client-cert=optional", *TLS],
+        ["-l", "tls://127.0.0.1,client-cert=optional", *TLS, "--tls-client-ca", "ca.pem"],
+        ["-l", "tls://127.0.0.1,client-cert=optional,auth=none", *TLS, *CA, "--auth", "a"],
         ["--keepalive", "60,10"],
         ["--idle-timeout", "-1"],
     ],
@@ -60,6 +74,21 @@ def test_bad_listener_flags_exit_5(args: list[str]) -> None:
     with pytest.raises(cli.UsageExit) as exc:
         cli.parse_args(args)
     assert exc.value.code == 5
+
+
+def test_client_cert_modes_and_their_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without client-cert=, a tls:// listener requires a certificate when there is
+    --tls-client-ca (as before the option existed) and asks for none otherwise."""
+    listens = ["-l", "tls://127.0.0.1:1", "-l", "tls://127.0.0.1:2,client-cert=none"]
+    listens += ["-l", "tls://127.0.0.1:3,client-cert=optional", "-l", "127.0.0.1:4"]
+    config = cli.parse_args([*listens, *TLS, *CA, "--auth", "a"])
+    modes = [listener.client_cert_mode(e, config) for e in listener.endpoints(config)]
+    assert modes == ["required", "none", "optional", "none"]
+    config = cli.parse_args(["-l", "tls://127.0.0.1", *TLS])
+    assert [listener.client_cert_mode(e, config) for e in listener.endpoints(config)] == ["none"]
+    with pytest.raises(cli.UsageExit):
+        cli.parse_args(["-l", "127.0.0.1,client-cert=none"])
+    assert "client-cert= is for tls:// listeners" in capsys.readouterr().err
 
 
 def test_flags_reach_the_config() -> None:

@@ -37,8 +37,10 @@ class Pki:
             str(self.server)
         )
 
-    def client_cert(self, name: str, ca: Any = None, **kwargs: object) -> Path:
-        path = self.tmp / f"{name}.pem"
+    def client_cert(
+        self, name: str, ca: Any = None, file: str | None = None, **kwargs: object
+    ) -> Path:
+        path = self.tmp / (file or f"{name}.pem")
         issuer = ca or self.ca
         cert = issuer.issue_cert(
             name,
@@ -260,3 +262,89 @@ def test_stock_clients_on_plaintext_beside_tls(pki: Pki) -> None:
         with connect(pki, tls_port) as tls:
             assert ask(tls, b"stats-job %d\r\n" % job_id).word == "NOT_FOUND"  # (deleted)
             assert ask(tls, b"stats\r\n").word == "OK"
+
+
+@contextlib.contextmanager
+def per_listener_server(pki: Pki) -> Iterator[tuple[dict[str, int], ServerProcess]]:
+    """One beanq with a tls:// listener for each client-cert= mode, --tls-client-ca and
+    tokens: w1's certificate may reserve from jobs, the prod token may put into it."""
+    auth_file = pki.tmp / "auth.toml"
+    auth_file.write_text(
+        "[tokens.w1]\n"
+        'subject = "O=Example,OU=ops,CN=worker-1"\n'
+        'reserve = ["jobs"]\n'
+        f'[tokens.prod]\nhash = "{tokens.hash_token(TOKEN, log_n=4)}"\nput = ["jobs"]\n'
+    )
+    ports = {mode: free_port() for mode in ("required", "optional", "none")}
+    listeners = [
+        arg
+        for mode, port in ports.items()
+        for arg in ("-l", f"tls://127.0.0.1:{port},client-cert={mode}")
+    ]
+    args = [
+        *listeners,
+        *("--tls-cert", str(pki.server), "--tls-key", str(pki.server)),
+        *("--tls-client-ca", str(pki.ca_file), "--auth", str(auth_file), "-V"),
+    ]
+    with spawn_beanq(*args) as (_host, _port, proc):
+        yield ports, proc
+
+
+def test_client_certificates_per_listener(pki: Pki) -> None:
+    """client-cert=required refuses a client without a certificate; optional takes one (its
+    subject maps to a token's rights) or none (then beanq-auth); none ignores one."""
+    worker = pki.client_cert("worker-1")
+    rogue = pki.client_cert("rogue", ca=trustme.CA())
+    with per_listener_server(pki) as (ports, proc):
+        assert "client-cert=optional" in proc.output()  # (the listeners say what they are)
+        assert_refused(ports["required"], pki.context())
+        with connect(pki, ports["required"], pki.context(worker)) as tls:
+            assert ask(tls, b"watch jobs\r\n") == p.Reply("WATCHING", ("2",))
+
+        with connect(pki, ports["optional"], pki.context(worker)) as tls:
+            assert ask(tls, b"watch jobs\r\n") == p.Reply("WATCHING", ("2",))
+            assert ask(tls, b"use jobs\r\n") == p.Reply("UNAUTHORIZED")  # w1's rights only
+        with connect(pki, ports["optional"]) as tls:  # no certificate: a token is needed
+            assert ask(tls, b"watch jobs\r\n") == p.Reply("UNAUTHORIZED")
+            assert ask(tls, b"use jobs\r\n") == p.Reply("UNAUTHORIZED")
+            assert ask(tls, b"beanq-auth %b\r\n" % TOKEN.encode()) == p.Reply("OK")
+            assert ask(tls, b"use jobs\r\n") == p.Reply("USING", ("jobs",))
+        assert_refused(ports["optional"], pki.context(rogue))  # one presented is checked
+
+        before = proc.output().count("by certificate")
+        for cert in (worker, rogue):  # not asked for, so never sent, never checked
+            with connect(pki, ports["none"], pki.context(cert)) as tls:
+                assert ask(tls, b"watch jobs\r\n") == p.Reply("UNAUTHORIZED")
+                assert ask(tls, b"beanq-auth %b\r\n" % TOKEN.encode()) == p.Reply("OK")
+                assert ask(tls, b"use jobs\r\n") == p.Reply("USING", ("jobs",))
+        assert proc.output().count("by certificate") == before == 2
+
+
+def test_sighup_reloads_every_listeners_context(pki: Pki) -> None:
+    """A new server certificate and a new client CA on SIGHUP, in each client-cert= mode's
+    context: certificates of the old CA are refused wherever one is asked for."""
+    old_worker = pki.client_cert("worker-1")
+    old_trust = pki.tmp / "old-ca.pem"
+    pki.ca.cert_pem.write_to_path(str(old_trust))
+    with per_listener_server(pki) as (ports, proc):
+        new_ca = trustme.CA()
+        new_ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(
+            str(pki.server)
+        )
+        new_ca.cert_pem.write_to_path(str(pki.ca_file))  # the client CA file too
+        new_worker = pki.client_cert("worker-1", ca=new_ca, file="new-worker-1.pem")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while "TLS certificates reloaded" not in proc.output():
+            assert time.monotonic() < deadline, proc.output()
+            time.sleep(0.02)
+        for port in ports.values():
+            with pytest.raises(ssl.SSLCertVerificationError):  # the server's is new
+                connect(pki, port, pki.context(ca_file=old_trust))
+        for mode in ("required", "optional"):
+            assert_refused(ports[mode], pki.context(old_worker))
+            with connect(pki, ports[mode], pki.context(new_worker)) as tls:
+                assert ask(tls, b"watch jobs\r\n") == p.Reply("WATCHING", ("2",))
+        with connect(pki, ports["none"], pki.context(old_worker)) as tls:
+            assert ask(tls, b"watch jobs\r\n") == p.Reply("UNAUTHORIZED")
+        assert proc.output().count("TLS certificates reloaded") == 1
