@@ -27,8 +27,10 @@ Durability. Every change appends to ``Engine.ops`` an ``OP_SCHEDULE`` operation:
 schedule's whole state as JSON (add, replace, pause, resume), its removal, or for a fire (the
 commonest by far) what the fire changed, packed. A fire's record comes *before* the put of its
 job, so a crash between the two can lose that job but never fires the same time twice (and
-the lost job's id is not handed out again). Each new binlog segment starts with a snapshot of
-every schedule, so old segments are never needed for them (see ``beanq.binlog``).
+the lost job's id is not handed out again). After each new binlog segment the binlog writes a
+snapshot of every schedule in parts spread over its next writes (``snapshot_part``, read back
+by ``Replay``), so old segments are needed for them only until a snapshot is complete (see
+``beanq.binlog``).
 
 DST follows cronsim, which mimics Debian cron: for a 5-field expression with a fixed minute and
 hour, a time that the spring change skips fires at the first minute that exists after it, and a
@@ -430,11 +432,23 @@ def removal(name: bytes) -> bytes:
     return json.dumps({"rm": name.decode()}, separators=(",", ":")).encode()
 
 
-def snapshot(book: ScheduleBook) -> bytes:
-    """Every schedule, for the start of a binlog segment: each one's record without its
-    wrapper, joined (written under the binlog's lock: ten thousand take ~40 ms)."""
-    items = [record(s)[7:-1] for s in book.by_name.values()]  # (b'{"set":' ... b'}')
-    return b'{"snap":[' + b",".join(items) + b"]}"
+def snapshot_part(book: ScheduleBook, names: list[bytes], budget: int) -> bytes:
+    """The next part of a binlog snapshot: the records of the schedules named at the end of
+    ``names`` (taken off it) that are still there, about ``budget`` bytes of them (at least
+    one); ``"more"`` unless ``names`` is now empty. Each is the schedule's state *now*, so a
+    part may be newer than records written before it, never older (the binlog writes a part
+    only when every record before it is written)."""
+    items: list[bytes] = []
+    size = 0
+    by_name = book.by_name
+    while names and (size < budget or not items):
+        sched = by_name.get(names.pop())
+        if sched is not None:
+            item = record(sched)[7:-1]  # (b'{"set":' ... b'}')
+            items.append(item)
+            size += len(item) + 1
+    more = b',"more":true' if names else b""
+    return b'{"snap":[' + b",".join(items) + b"]" + more + b"}"
 
 
 # A fire's record: what changed (next and last fire, counts, last job) and the name, packed
@@ -460,33 +474,67 @@ def fire_record(sched: Schedule) -> bytes:
     )
 
 
-def replay(records: dict[str, dict[str, Any]], payload: bytes) -> None:
-    """Apply one binlog record's payload to ``records`` (name -> state), in log order."""
-    if payload[:1] == b"F":
-        _, next_fire, last, fired, skipped, missed, job = _FIRE.unpack_from(payload)
-        d = records.get(payload[_FIRE.size :].decode())
-        if d is not None:  # (else its definition's record was lost: nothing to apply to)
-            d.update(
-                next_fire=next_fire,
-                last_fire=None if last == _NONE else last,
-                fired=fired,
-                skipped=skipped,
-                missed=missed,
-                last_job=job,
-            )
-        return
-    try:
-        d = json.loads(payload)
-    except ValueError:  # pragma: no cover - records are checksummed
-        return
-    if "snap" in d:
-        records.clear()
-        for item in d["snap"]:
+class Replay:
+    """Schedules read back from the binlog's D_SCHEDULE records, in log order: the last
+    record read for a schedule wins, and a completed snapshot replaces them all.
+
+    A snapshot comes in parts (``snapshot_part``), written over the binlog's writes that
+    follow a new segment, between other records; files written before 2026-12-08 hold it in
+    one part, the first frame of each segment. The schedules a snapshot covers are those its
+    parts hold and those added, replaced or removed by records after its first part: when its
+    last part is read, the covered ones are all there are. Until then the records read
+    before it still count (the binlog keeps their segments: see ``Binlog._sched_floor``)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, Any]] = {}  # name -> state
+        self._covered: dict[str, dict[str, Any]] | None = None  # by the snapshot being read
+        self._started = 0  # ... the segment of its first part
+        self.complete = 0  # the segment of the first part of the last complete snapshot
+        self.first = 0  # the first segment holding a schedule record
+
+    def apply(self, payload: bytes, seq: int) -> None:
+        """One record's payload, read from segment ``seq``."""
+        if not self.first:
+            self.first = seq
+        records = self.records
+        if payload[:1] == b"F":
+            _, next_fire, last, fired, skipped, missed, job = _FIRE.unpack_from(payload)
+            d = records.get(payload[_FIRE.size :].decode())
+            if d is not None:  # (else its definition's record was lost: nothing to apply to)
+                d.update(
+                    next_fire=next_fire,
+                    last_fire=None if last == _NONE else last,
+                    fired=fired,
+                    skipped=skipped,
+                    missed=missed,
+                    last_job=job,
+                )  # (the same dict as in _covered, if covered)
+            return
+        try:
+            d = json.loads(payload)
+        except ValueError:  # pragma: no cover - records are checksummed
+            return
+        covered = self._covered
+        if "snap" in d:
+            if covered is None:
+                covered = self._covered = {}
+                self._started = seq
+            for item in d["snap"]:
+                records[item["name"]] = covered[item["name"]] = item
+            if not d.get("more"):
+                records.clear()
+                records.update(covered)
+                self._covered = None
+                self.complete = self._started
+        elif "set" in d:
+            item = d["set"]
             records[item["name"]] = item
-    elif "set" in d:
-        records[d["set"]["name"]] = d["set"]
-    elif "rm" in d:
-        records.pop(d["rm"], None)
+            if covered is not None:
+                covered[item["name"]] = item
+        elif "rm" in d:
+            records.pop(d["rm"], None)
+            if covered is not None:
+                covered.pop(d["rm"], None)
 
 
 class ScheduleBook:
@@ -566,6 +614,8 @@ class ScheduleBook:
                 logging.getLogger("beanq").error(
                     "binlog: schedule %s cannot be restored, dropped: %s", d.get("name"), exc
                 )
+                if isinstance(d.get("name"), str):  # (for good: the next replay agrees)
+                    engine.log_schedule(removal(d["name"].encode()))
                 continue
             # (its last job's put may not have reached the disk: its id must not be reused)
             engine.next_id = max(engine.next_id, sched.last_job_id + 1)

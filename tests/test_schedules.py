@@ -99,9 +99,11 @@ def test_a_fired_job_is_a_put_with_the_schedules_fields() -> None:
     at, kind, payloads = e.ops[-1]  # (with the add's record: consecutive ones share a frame)
     assert kind == OP_SCHEDULE and at <= len(e.changes) - 1 and len(payloads) == 2
     payload = payloads[-1]
-    records = {"j": json.loads(schedules.record(s))["set"]}
+    replayed = schedules.Replay()
+    records = replayed.records
+    records["j"] = json.loads(schedules.record(s))["set"]
     records["j"]["last_job"] = 0
-    schedules.replay(records, payload)  # (a fire's record: packed, not JSON)
+    replayed.apply(payload, 1)  # (a fire's record: packed, not JSON)
     assert records["j"]["last_job"] == job.id and records["j"]["last_fire"] == EPOCH + 10
 
 
