@@ -114,9 +114,17 @@ class Trigger:
     def after(self, t: float) -> float:
         every = self.every
         if every is not None:
-            if t < self.start:
-                return self.start
-            return self.start + (math.floor((t - self.start) / every) + 1) * every
+            start = self.start
+            if t < start:
+                return start
+            k = math.floor((t - start) / every) + 1
+            # (the division may round across a multiple: the answer must be the grid's own
+            # start + k * every, strictly after t, and the first such)
+            if start + k * every <= t:
+                k += 1
+            elif k > 1 and start + (k - 1) * every > t:
+                k -= 1
+            return start + k * every
         it = self._it
         if it is not None and self._asked <= t < self._last:
             return self._last  # (asked again: the same answer)
@@ -133,11 +141,13 @@ class Trigger:
 
     def count_between(self, first: float, end: float) -> tuple[list[float], int]:
         """Fire times from ``first`` (one of them) up to ``end``: the newest ``MAX_CATCHUP``
-        of them and how many there are in all (estimated beyond ``MAX_SCAN`` cron times)."""
+        + 1 of them (the owed ones and one on time) and how many there are in all (estimated
+        beyond ``MAX_SCAN`` cron times)."""
+        keep = MAX_CATCHUP + 1
         every = self.every
         if every is not None:
             n = math.floor((end - first) / every) + 1 if end >= first else 0
-            k = min(n, MAX_CATCHUP)
+            k = min(n, keep)
             return [first + (n - k + i) * every for i in range(k)], n
         times: list[float] = []
         n = 0
@@ -145,7 +155,7 @@ class Trigger:
         while t <= end:
             n += 1
             times.append(t)
-            if len(times) > MAX_CATCHUP:
+            if len(times) > keep:
                 del times[0]
             if n >= MAX_SCAN:  # (a long downtime of a frequent schedule: estimate the rest)
                 step = (t - first) / (n - 1) if n > 1 else 1.0
@@ -630,14 +640,33 @@ class ScheduleBook:
     # --- firing ----------------------------------------------------------------------------
 
     def fire(self, engine: Engine, sched: Schedule, now: float) -> None:
-        """``sched``'s timer fell due: put what its times up to now call for, re-arm."""
+        """``sched``'s timer fell due: put what its times up to now call for, re-arm. Nearly
+        always one time is due and it is on time: that takes no list of times."""
         sched.entry = None
         first = sched.next_fire
         if sched.paused or first is None or self.by_name.get(sched.name) is not sched:
             return  # pragma: no cover - its timer entry would be stale
-        wall = max(now + engine.wall_offset, first)  # (due on the engine clock: rounding)
-        trigger = sched.trigger
+        wall = now + engine.wall_offset
+        if wall < first:
+            wall = first  # (due on the engine clock: rounding)
         at = len(engine.changes)  # (the record goes before the jobs: see Durability)
+        following = sched.trigger.after(first)
+        late = wall - first
+        if following > wall and late <= LATE:
+            if late > sched.late_max:
+                sched.late_max = late
+            self._put(engine, sched, first, now, True)
+            sched.next_fire = following
+        else:
+            self._fire_times(engine, sched, first, wall, now)
+        self._arm(engine, sched)
+        engine.log_schedule(fire_record(sched), at)
+
+    def _fire_times(
+        self, engine: Engine, sched: Schedule, first: float, wall: float, now: float
+    ) -> None:
+        """Several times are due, or one that was missed: on time, late and caught up."""
+        trigger = sched.trigger
         times, count = trigger.count_between(first, wall)
         on_time = times[-1] if wall - times[-1] <= LATE else None
         if on_time is not None and wall - on_time > sched.late_max:
@@ -649,17 +678,16 @@ class ScheduleBook:
         if late:
             catchup = sched.catchup
             if catchup == "all":
-                for t in late_times:
+                owed = late_times[-MAX_CATCHUP:]
+                for t in owed:
                     self._put(engine, sched, t, now, overlap=False)
-                sched.missed += late - len(late_times)
+                sched.missed += late - len(owed)
             elif catchup == "one" and on_time is None and wall - late_times[-1] <= sched.grace:
                 self._put(engine, sched, late_times[-1], now, overlap=True)
                 sched.missed += late - 1
             else:
                 sched.missed += late
         sched.next_fire = trigger.after(max(wall, times[-1]))
-        self._arm(engine, sched)
-        engine.log_schedule(fire_record(sched), at)
 
     def _put(self, engine: Engine, sched: Schedule, slot: float, now: float, overlap: bool) -> None:
         if overlap and sched.overlap == "skip" and sched.job_alive(engine):
