@@ -218,6 +218,7 @@ class Schedule:
         "entry",
         "fired",
         "grace",
+        "head",
         "last_fire",
         "last_job_id",
         "late_max",
@@ -265,6 +266,7 @@ class Schedule:
         self.last_job_id = 0  # ids are never reused: alive while the engine holds this id
         self.late_max = 0.0  # the most an on-time fire was late, since start (not logged)
         self.entry: Entry | None = None  # its timer in the engine's heap
+        self.head: bytes | None = None  # its record's definition and name (see ``_item``)
 
     def __repr__(self) -> str:
         return f"<Schedule {self.name!r} {self.trigger.describe()}>"
@@ -421,21 +423,40 @@ def restored(d: dict[str, Any]) -> Schedule:
 
 def record(sched: Schedule) -> bytes:
     """A binlog record's payload: the schedule's whole state."""
-    d = sched.definition()
-    if "body" in d:  # (records keep bodies exact whatever they hold)
-        d["body_b64"] = base64.b64encode(sched.body).decode()
-        del d["body"]
-    d.update(
-        name=sched.name.decode(),
-        paused=sched.paused,
-        next_fire=sched.next_fire,
-        last_fire=sched.last_fire,
-        fired=sched.fired,
-        skipped=sched.skipped,
-        missed=sched.missed,
-        last_job=sched.last_job_id,
+    return b'{"set":' + _item(sched) + b"}"
+
+
+# The state part of a record (what changes), after its definition's JSON
+_STATE: Final = (
+    b',"paused":%b,"next_fire":%b,"last_fire":%b,"fired":%d,"skipped":%d,"missed":%d,"last_job":%d}'
+)
+
+
+def _item(sched: Schedule) -> bytes:
+    """The schedule as a JSON object, for the binlog (bodies in base64, whatever they hold).
+    Its definition never changes (a replacement is another ``Schedule``), so its JSON is
+    made once: a snapshot of ten thousand schedules then costs ~1 us each, not ~14 us."""
+    head = sched.head
+    if head is None:
+        d = sched.definition()
+        if "body" in d:
+            d["body_b64"] = base64.b64encode(sched.body).decode()
+            del d["body"]
+        d["name"] = sched.name.decode()
+        head = sched.head = json.dumps(d, separators=(",", ":")).encode()[:-1]
+    return head + _STATE % (
+        b"true" if sched.paused else b"false",
+        _json_time(sched.next_fire),
+        _json_time(sched.last_fire),
+        sched.fired,
+        sched.skipped,
+        sched.missed,
+        sched.last_job_id,
     )
-    return json.dumps({"set": d}, separators=(",", ":")).encode()
+
+
+def _json_time(t: float | None) -> bytes:
+    return b"null" if t is None else repr(t).encode()
 
 
 def removal(name: bytes) -> bytes:
@@ -454,7 +475,7 @@ def snapshot_part(book: ScheduleBook, names: list[bytes], budget: int) -> bytes:
     while names and (size < budget or not items):
         sched = by_name.get(names.pop())
         if sched is not None:
-            item = record(sched)[7:-1]  # (b'{"set":' ... b'}')
+            item = _item(sched)
             items.append(item)
             size += len(item) + 1
     more = b',"more":true' if names else b""
