@@ -1355,7 +1355,9 @@ class Binlog:
         floor = self._snap_seq
         self._snap_names = None
         self._snap_seq = 0
-        self._snap_wanted = floor < self._current().seq  # (segments rolled meanwhile)
+        # (if segments rolled meanwhile, the floor stays behind them until the next roll's
+        # snapshot: snapshotting again at once doubled the snapshots when segments roll fast)
+        self._snap_wanted = False
         old = self._sched_floor
         self._sched_floor = floor
         for seg in list(self._segments.values()):
