@@ -11,7 +11,8 @@ heap, ``(when, seq, schedule)``, like a delayed job; the engine's ``tick`` hands
 
 Clocks. Fire times are wall-clock seconds (cron needs the calendar); the engine runs on its own
 monotonic clock and knows ``wall_offset`` (wall minus engine clock), set by the server at
-start. A schedule's timer is its next fire time on the engine's clock. A step of the wall
+start. A schedule's timer is its next fire time rounded up to ``TICK`` (``due_at``), on the
+engine's clock. A step of the wall
 clock after start-up is not followed (the next restart picks it up).
 
 Firing. At a due entry the book takes every fire time up to now. A time at most ``LATE``
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
     from beanq.tubes import Engine, Entry
 
 LATE: Final = 1.0  # seconds past its time that a fire is still on time
+TICK: Final = 1 / 256  # fire times are gathered to this grid (seconds: exact in binary)
+_PER_SECOND: Final = 256.0
 MAX_CATCHUP: Final = 100  # jobs put at once for missed times with catchup "all"
 MAX_SCAN: Final = 10_000  # missed cron times counted one by one before the count is estimated
 DEFAULT_GRACE: Final = 3600.0
@@ -568,6 +571,14 @@ class Replay:
                 covered.pop(d["rm"], None)
 
 
+def due_at(t: float) -> float:
+    """When a fire time's timer is due (wall clock): ``t`` rounded up to ``TICK``. Times in
+    whole seconds (cron's, most intervals') are not moved; others are gathered, so that ten
+    thousand schedules spread over a second fire in 256 ticks, not ten thousand (each tick
+    costs the server a wake-up, a round of its loop and a binlog write)."""
+    return math.ceil(t * _PER_SECOND) / _PER_SECOND
+
+
 class ScheduleBook:
     """Every schedule of one engine, by name, and what firing them does. The engine calls in
     with itself: puts and timers are its own."""
@@ -656,7 +667,7 @@ class ScheduleBook:
 
     def _arm(self, engine: Engine, sched: Schedule) -> None:
         assert sched.next_fire is not None
-        engine.arm_schedule(sched, sched.next_fire - engine.wall_offset)
+        engine.arm_schedule(sched, due_at(sched.next_fire) - engine.wall_offset)
 
     # --- firing ----------------------------------------------------------------------------
 
