@@ -105,11 +105,10 @@ class Trigger:
         self._asked = 0.0  # ... the first after this
         if cron is not None:
             self._zone = _zone(tz)
-            from cronsim import CronSim, CronSimError
-
+            cronsim = _cronsim()
             try:
-                CronSim(cron, datetime.fromtimestamp(0, self._zone))
-            except CronSimError as exc:
+                cronsim.CronSim(cron, datetime.fromtimestamp(0, self._zone))
+            except cronsim.CronSimError as exc:
                 raise ScheduleError(f"bad cron expression {cron!r}: {exc}") from None
             except (ValueError, IndexError, KeyError) as exc:  # (edge cases the parser misses)
                 raise ScheduleError(f"bad cron expression {cron!r}: {exc}") from None
@@ -132,9 +131,9 @@ class Trigger:
         if it is not None and self._asked <= t < self._last:
             return self._last  # (asked again: the same answer)
         if it is None or t < self._last or t - self._last > 86400:
-            from cronsim import CronSim
-
-            it = self._it = CronSim(self.cron or "", datetime.fromtimestamp(t, self._zone))
+            it = self._it = _cronsim().CronSim(
+                self.cron or "", datetime.fromtimestamp(t, self._zone)
+            )
         while True:
             value: float = next(it).timestamp()
             self._last = value
@@ -194,6 +193,14 @@ class Trigger:
         if self.every is not None:
             return f"every {_number(self.every)}s"
         return f"cron {self.cron} {self.tz}"
+
+
+def _cronsim() -> Any:
+    """The cron library, imported by name: this module is compiled with mypyc, which checks
+    its imports, and a wheel's build environment has no cronsim (it is no build need)."""
+    import importlib
+
+    return importlib.import_module("cronsim")
 
 
 def _zone(tz: str) -> Any:
