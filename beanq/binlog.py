@@ -65,10 +65,15 @@ written is kept by a tombstone, so it is never handed out again).
 
 Schedules. ``beanq.schedules`` hands its changes over as ``Engine.ops`` (OP_SCHEDULE): each
 is a D_SCHEDULE record (id 0) in its own frame, written in order with the job records (a fire's
-before the put of its job). Every segment this module creates starts, after its header, with a
-frame holding one D_SCHEDULE record of every schedule (none while the engine never had one),
-so replay finds them all in the newest segment and no segment is kept for them: the last
-record read for a schedule wins, a snapshot replaces all.
+before the put of its job). After each new segment, a snapshot of every schedule follows in
+parts (D_SCHEDULE records of about ``SNAP_MIN`` bytes, or what the write wrote, each written
+at the end of a ``write`` once everything before it is: ten thousand schedules are 2.5 MB of
+JSON, 80 ms of work that in one piece stalled the loop at each new segment). The last record
+read for a schedule wins, and a complete snapshot replaces them all (``schedules.Replay``).
+Every segment from the one holding the first part of the last complete snapshot on is kept
+(``_sched_floor``): replay then reads that snapshot and every schedule record since. Files
+written before 2026-12-08 hold one whole snapshot as the first frame of each segment; they
+read the same way.
 
 Migration. Files written by beanstalkd 1.12 (format 7) or 1.4.4 to 1.10 (format 5) are read by
 ``beanq.binlog_v7``, which translates their records into beanq records in memory. They take
@@ -175,6 +180,7 @@ PUT_ROOM: Final = HS + MAX_TUBE + FS + DEL  # room can_put promises, besides the
 PAGE: Final = 4096
 EXTEND_STEP: Final = 1 << 20  # growth of the current segment beyond what is needed
 COMPACT_MIN: Final = 64 << 10  # bytes of live data compaction may rewrite per write() call
+SNAP_MIN: Final = 8 << 10  # bytes of schedules' snapshot written per write() call, at least
 RETRY_LOG_INTERVAL: Final = 10.0
 ROLL_RETRY: Final = 0.5  # seconds between attempts to create a segment after a failure
 
@@ -611,7 +617,7 @@ class _Replay:
         self.order: dict[int, int] = {}  # id -> stamp of its last bury (buried jobs' order)
         self.tubes: dict[bytes, Tube] = {}
         self.keyed: list[KeyedJob] = []  # jobs put with beanq-put-unique (some may be dead)
-        self.schedules: dict[str, dict[str, object]] | None = None  # name -> state (last wins)
+        self.schedules: Any = None  # schedules.Replay, made at the first D_SCHEDULE record
         self.max_id = 0
         self.max_stamp = 0
         self.live = 0
@@ -651,7 +657,7 @@ class _Replay:
             if state > _LAST_JOB_STATE:  # (D_FLUSH...: the records of extensions are rare)
                 self.live = live
                 if state == D_SCHEDULE:
-                    self._scheduled(buf[s + HS : s + length])
+                    self._scheduled(seq, buf[s + HS : s + length])
                 else:
                     self._flushed(seq, buf, s + HS, s + length)
                 live = self.live
@@ -751,13 +757,13 @@ class _Replay:
                 dead[jid] = (seq, job.logged >> 32)
                 self.live -= _full_size(job)
 
-    def _scheduled(self, payload: bytes) -> None:
+    def _scheduled(self, seq: int, payload: bytes) -> None:
         """A D_SCHEDULE record (rare: its module is imported only when one is found)."""
-        from beanq import schedules
-
         if self.schedules is None:
-            self.schedules = {}
-        schedules.replay(self.schedules, payload)
+            from beanq import schedules
+
+            self.schedules = schedules.Replay()
+        self.schedules.apply(payload, seq)
 
     def _moved(self, job: Job, name: bytes) -> None:
         """A full record put an existing job in another tube (beanq-move)."""
@@ -874,7 +880,14 @@ class Binlog:
         self._trouble: dict[str, float] = {}  # problems going on -> when last logged
         self._no_roll_until = 0.0  # creating a segment failed: do not retry before this
         self._appended = 0  # bytes written by this process, all segments
-        self._snapped = 0  # ... of which schedule snapshots (not a budget for compaction)
+        # Schedules (see the module docstring): segments from this one on are kept for them
+        # (None: the engine never had a schedule); a snapshot is wanted (a segment was
+        # started), the names its next parts cover (None: none under way), the segment of its
+        # first part
+        self._sched_floor: int | None = None
+        self._snap_wanted = False
+        self._snap_names: list[bytes] | None = None
+        self._snap_seq = 0
         self._synced = 0  # ... of which fsynced
         # Former current segments (fd, bytes used), to cut back to what they hold, fsync and
         # close: off the loop's thread when there is a sync (cutting a big preallocation waits
@@ -1015,7 +1028,7 @@ class Binlog:
         if ctx.keyed:
             engine.restore_keys(ctx.keyed)
         if ctx.schedules is not None:
-            engine.schedule_book().restore(engine, list(ctx.schedules.values()))
+            engine.schedule_book().restore(engine, list(ctx.schedules.records.values()))
         self._bury_order = {j.id: order[j.id] for j in buried}
 
     def _adopt(self, ctx: _Replay) -> None:
@@ -1043,6 +1056,8 @@ class Binlog:
                 for other in others:
                     self._pin(job.logged >> 32, other)
         self._owed = DEL * len(jobs)
+        if ctx.schedules is not None:
+            self._sched_floor = ctx.schedules.complete or ctx.schedules.first
         for seg in segments.values():
             self._old_used += seg.used
         for seg in list(segments.values()):
@@ -1120,13 +1135,11 @@ class Binlog:
         """A new current segment, preallocated with ``room`` bytes after its header."""
         seq = self._next_seq
         path = os.path.join(self.directory, f"binlog.{seq}")
-        snap = self._schedule_snapshot()
-        room += len(snap)
         cap = max(self.size, -(-(SEG_HEADER.size + room) // PAGE) * PAGE)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             self.allocate(fd, 0, cap)
-            header = _header(self._max_id, self._stamp) + snap
+            header = _header(self._max_id, self._stamp)
             if self.pwrite(fd, [header], 0) != len(header):
                 raise OSError(errno.ENOSPC, "short write")
         except OSError:
@@ -1140,8 +1153,8 @@ class Binlog:
         seg.fd = fd
         self._segments[seq] = seg
         self._appended += len(header)
-        self._snapped += len(snap)
         self._dir_dirty = True
+        self._snap_wanted = True  # (if there are schedules)
         return seg
 
     def _roll(self, size: int) -> bool:
@@ -1183,14 +1196,16 @@ class Binlog:
                 self._ops.extend([(base + at, kind, done) for at, kind, done in ops])
             if jobs:
                 self._pending.extend(jobs)
-            before = self._appended - self._snapped
+            before = self._appended
             if self._ops:
                 self._flush_ops(wall - now)
             elif self._pending:
                 self._flush(wall - now)
             if not self._pending and not self._ops:
-                wrote = self._appended - self._snapped - before
+                wrote = self._appended - before
                 self._compact(wall - now, COMPACT_MIN + 2 * wrote)
+                if self._snap_wanted:
+                    self._snapshot_part(SNAP_MIN + wrote)
         if not self.fsync:
             self._close_rolled()
             self._collect(self._appended)
@@ -1277,6 +1292,8 @@ class Binlog:
     def _write_schedule(self, payloads: list[Any]) -> bool:
         """Schedules' records (beanq.schedules), in one frame unless a segment fills up.
         Without room, what is left waits (``payloads`` keeps only that)."""
+        if self._sched_floor is None:  # the first ever: from here on, segments are kept
+            self._sched_floor = self._current().seq
         batch = _Batch()
         written = 0
         for i, data in enumerate(payloads):
@@ -1295,18 +1312,59 @@ class Binlog:
         self.records_written += written
         return True
 
-    def _schedule_snapshot(self) -> bytes:
-        """A new segment's first frame: every schedule, so that replay never needs an older
-        segment for them (none while the engine never had a schedule)."""
+    def _snapshot_part(self, budget: int) -> None:
+        """Write the next part of the schedules' snapshot (about ``budget`` bytes), starting
+        one if none is under way; once it is complete, segments older than its first part
+        are no longer kept for schedules. A part that cannot be written starts the snapshot
+        over (its parts so far still count: replay takes their union, see
+        ``schedules.Replay``)."""
         engine = self._engine
-        if engine is None or engine.schedules is None:
-            return b""
+        book = engine.schedules if engine is not None else None
+        if book is None:
+            self._snap_wanted = False
+            return
         from beanq import schedules
 
-        parts = _schedule_record(schedules.snapshot(engine.schedules), self._stamp)
-        self._stamp += 1
-        body = b"".join(parts)
-        return _pack_frame(FRAME_MAGIC, len(body), _crc32(body)) + body
+        names = self._snap_names
+        if names is None:
+            names = self._snap_names = list(book.by_name)
+        data = schedules.snapshot_part(book, names, min(budget, self.size // 4))
+        batch = _Batch()
+        seq = 0
+        try:
+            placed = self._place(batch, HS + len(data), owed=False, extra=0)
+            if placed:
+                seq = self._current().seq
+                batch.parts.extend(_schedule_record(data, self._next_stamp()))
+                batch.size = FS + HS + len(data)
+                self._commit(batch)
+        except OSError as exc:
+            self._complain("write", "binlog: write failed, changes kept for retry: %s", exc)
+            placed = False
+        if not placed:
+            self._snap_names = None  # (over again, at the next write)
+            return
+        self.records_written += 1
+        if not self._snap_seq:
+            self._snap_seq = seq
+        if not names:
+            self._snapshot_done()
+
+    def _snapshot_done(self) -> None:
+        """A snapshot is complete: its first part's segment is the new floor."""
+        floor = self._snap_seq
+        self._snap_names = None
+        self._snap_seq = 0
+        # (if segments rolled meanwhile, the floor stays behind them until the next roll's
+        # snapshot: snapshotting again at once doubled the snapshots when segments roll fast)
+        self._snap_wanted = False
+        old = self._sched_floor
+        self._sched_floor = floor
+        for seg in list(self._segments.values()):
+            if seg.seq >= floor:
+                break
+            if old is None or seg.seq >= old:
+                self._check_dead(seg)
 
     def _write_move(self, jobs: list[Job], offset: float) -> bool:
         """A full record of each moved job (its new tube, and its state now), as compaction
@@ -1613,6 +1671,9 @@ class Binlog:
     def _check_dead(self, seg: Segment, dead_at: int | None = None) -> None:
         if seg.refs or seg.pins or seg is self._cur or seg.dead_at is not None:
             return
+        floor = self._sched_floor
+        if floor is not None and seg.seq >= floor:
+            return  # (kept for the schedules' records since their last snapshot)
         seg.dead_at = self._appended if dead_at is None else dead_at
         self._garbage.append(seg)
         self._old_used -= seg.used

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import sys
 
-# The hot path: the codec, the engine, the dispatcher, the server loop and the binlog.
-COMPILED = ("protocol", "tubes", "dispatch", "server", "binlog")
+# The hot path: the codec, the engine, the dispatcher, the server loop and the binlog; and
+# schedules (a fire is a put the server makes itself: ten thousand a second must cost little).
+COMPILED = ("protocol", "tubes", "dispatch", "server", "binlog", "schedules")
 GROUP = "beanq._compiled"  # mypyc's runtime library shared by the modules, inside the package
 
 

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from beanq import schedules
 from beanq.tubes import (
@@ -25,13 +34,58 @@ from beanq.tubes import (
 )
 
 TUBES = [b"default", b"a", b"b"]
-WALL = 1_000_000.0  # the engine's wall_offset: schedules' times are wall = now + WALL
+WALL = 1_000_000.0  # the engine's wall_offset (schedules' times are wall = now + offset) ...
+# ... or one of these, less 30 s: daylight-saving changes in the zones cron schedules use
+# (Paris and New York, spring and autumn). Not Lord Howe's half-hour change: after it cronsim
+# 2.9 gives "* 3 * * *" 03:30 first, not 03:00 (it keeps the minute when it steps the hour).
+TRANSITIONS = [
+    datetime(2026, 3, 29, 1, tzinfo=UTC).timestamp(),
+    datetime(2026, 10, 25, 1, tzinfo=UTC).timestamp(),
+    datetime(2026, 3, 8, 7, tzinfo=UTC).timestamp(),
+    datetime(2026, 11, 1, 6, tzinfo=UTC).timestamp(),
+]
+ZONES = ["UTC", "Europe/Paris", "America/New_York"]
 LATE = schedules.LATE
+
+
+def due(t: float) -> float:
+    """When a fire time falls due: the first multiple of 1/256 s at or after it."""
+    k = math.floor(t * 256)
+    return k / 256 if k / 256 >= t else (k + 1) / 256
+
+
+@dataclass(frozen=True)
+class ModelCron:
+    """A cron trigger with any day, month and weekday, its times found by walking real time
+    (whole seconds) and reading the local clock in ``zone``: a local time that does not
+    exist never comes, one that comes twice fires twice. That is cron's rule for these
+    expressions (cronsim applies Debian's fix-ups only to 5 fields with a fixed minute and
+    hour, which the model does not make)."""
+
+    expr: str
+    zone: str
+    seconds: frozenset[int]
+    minutes: frozenset[int]
+    hours: frozenset[int]
+
+    def after(self, t: float) -> float:
+        zone = ZoneInfo(self.zone)
+        s = math.floor(t) + 1
+        while True:
+            local = datetime.fromtimestamp(s, zone)
+            if local.hour not in self.hours:  # (clocks change on the hour: no change inside)
+                s += 3600 - local.minute * 60 - local.second
+            elif local.minute not in self.minutes:
+                s += 60 - local.second
+            elif local.second not in self.seconds:
+                s += 1
+            else:
+                return float(s)
 
 
 @dataclass
 class ModelSchedule:
-    """An interval schedule, its times recomputed from scratch: start + k * every."""
+    """A schedule, its times recomputed from scratch: start + k * every, or ``cron``'s."""
 
     tube: bytes
     pri: int
@@ -41,6 +95,7 @@ class ModelSchedule:
     overlap: str
     catchup: str
     grace: float
+    cron: ModelCron | None = None
     paused: bool = False
     next_fire: float | None = None
     last_fire: float | None = None
@@ -50,7 +105,9 @@ class ModelSchedule:
     last_job: int = 0
 
     def after(self, t: float) -> float:
-        k = 0
+        if self.cron is not None:
+            return self.cron.after(t)
+        k = max(0, math.floor((t - self.start) / self.every) - 2)  # (then step by step)
         while self.start + k * self.every <= t:
             k += 1
         return self.start + k * self.every
@@ -90,8 +147,15 @@ class EngineMachine(RuleBasedStateMachine):
         self.tube_counts: dict[bytes, Counter[str]] = {}
         self.observing = False
         self.spans: list[float] = []
+        self.wall = WALL
         self.engine.wall_offset = WALL
         self.scheds: dict[bytes, ModelSchedule] = {}
+
+    @initialize(epoch=st.sampled_from([None, *TRANSITIONS]))
+    def set_clock(self, epoch: float | None) -> None:
+        """The wall clock: far from any daylight-saving change, or 30 s before one."""
+        if epoch is not None:
+            self.wall = self.engine.wall_offset = epoch - 30.0 - self.now
 
     def _count(self, job: ModelJob, name: str) -> None:
         job.counts[name] += 1
@@ -404,7 +468,7 @@ class EngineMachine(RuleBasedStateMachine):
         elif exists:
             self.paused.pop(tube, None)
 
-    @rule(dt=st.sampled_from([0.5, 1.0, 2.0, 4.0]))
+    @rule(dt=st.sampled_from([0.5, 1.0, 2.0, 4.0, 4.0, 600.0]))
     def advance(self, dt: float) -> None:
         self.now += dt
         before = self.engine.next_id
@@ -413,15 +477,15 @@ class EngineMachine(RuleBasedStateMachine):
         self._model_tick()
         self._adopt_scheduled(before, due)
 
-    # --- schedules: interval triggers only (cron times are tests/test_schedules.py's) ------
+    # --- schedules: interval and cron triggers (DST in detail: tests/test_schedules.py) -----
 
     def _schedules_due(self) -> dict[bytes, int]:
         """Fire every model schedule due at ``now``: its counts and times; how many jobs each
         puts. A job put by one schedule cannot end another's overlap, so each is alone."""
-        wall = self.now + WALL
+        wall = self.now + self.wall
         puts: dict[bytes, int] = {}
         for name, m in self.scheds.items():
-            if m.paused or m.next_fire is None or m.next_fire > wall:
+            if m.paused or m.next_fire is None or due(m.next_fire) > wall:
                 continue
             times = []
             t = m.next_fire
@@ -501,7 +565,7 @@ class EngineMachine(RuleBasedStateMachine):
         catchup: str,
         grace: float,
     ) -> None:
-        wall = self.now + WALL
+        wall = self.now + self.wall
         begin = wall if start is None else wall + start
         pri = 7000 + int(name[1:])
         d = {
@@ -519,22 +583,85 @@ class EngineMachine(RuleBasedStateMachine):
         replaced = self.engine.schedule_book().add(self.engine, sched, self.now)
         old = self.scheds.get(name)
         assert replaced == (old is not None)
-        m = ModelSchedule(tube, pri, delay, every, begin, overlap, catchup, grace)
+        self._declared(name, ModelSchedule(tube, pri, delay, every, begin, overlap, catchup, grace))
+
+    def _declared(self, name: bytes, m: ModelSchedule) -> None:
+        """``m`` added or replacing: a replaced schedule's state carries over, and its place
+        in time if the times are the same."""
+        old = self.scheds.get(name)
         if old is not None:
             m.paused, m.last_fire, m.last_job = old.paused, old.last_fire, old.last_job
             m.fired, m.skipped, m.missed = old.fired, old.skipped, old.missed
-            if (old.every, old.start) == (every, begin):
+            if (old.cron, old.every, old.start) == (m.cron, m.every, m.start):
                 m.next_fire = old.next_fire
         if not m.paused and m.next_fire is None:
-            m.next_fire = m.after(wall)
+            m.next_fire = m.after(self.now + self.wall)
         self.scheds[name] = m
 
-    @rule(name=st.sampled_from([b"s0", b"s1"]))
+    @rule(
+        name=st.sampled_from([b"s0", b"s1", b"s2"]),
+        tube=st.sampled_from(TUBES),
+        seconds=st.sampled_from([None, 5, 7, 30]),
+        minutes=st.sampled_from(["*", "*/2", "10-40"]),
+        hours=st.sampled_from(["*", "1-2", "2", "3"]),
+        zone=st.sampled_from(ZONES),
+        overlap=st.sampled_from(["skip", "allow"]),
+        catchup=st.sampled_from(["none", "one", "all"]),
+        grace=st.sampled_from([0.0, 2.0, 60.0]),
+    )
+    def add_cron_schedule(
+        self,
+        name: bytes,
+        tube: bytes,
+        seconds: int | None,
+        minutes: str,
+        hours: str,
+        zone: str,
+        overlap: str,
+        catchup: str,
+        grace: float,
+    ) -> None:
+        """Six fields (every ``seconds``), or five (minutes) when ``seconds`` is None."""
+        assume(seconds is not None or minutes.startswith("*") or hours.startswith("*"))
+        expr = f"{minutes} {hours} * * *"
+        if seconds is not None:
+            expr = f"*/{seconds} {expr}"
+        minute_set = {
+            "*": range(60),
+            "*/2": range(0, 60, 2),
+            "10-40": range(10, 41),
+        }[minutes]
+        hour_set = {"*": range(24), "1-2": (1, 2), "2": (2,), "3": (3,)}[hours]
+        cron = ModelCron(
+            expr,
+            zone,
+            frozenset(range(0, 60, seconds) if seconds is not None else (0,)),
+            frozenset(minute_set),
+            frozenset(hour_set),
+        )
+        pri = 7000 + int(name[1:])
+        d = {
+            "tube": tube.decode(),
+            "cron": expr,
+            "tz": zone,
+            "pri": pri,
+            "overlap": overlap,
+            "catchup": catchup,
+            "grace": grace,
+            "body": "c",
+        }
+        sched = schedules.from_dict(name, d, self.now + self.wall)
+        replaced = self.engine.schedule_book().add(self.engine, sched, self.now)
+        assert replaced == (name in self.scheds)
+        m = ModelSchedule(tube, pri, 0, 0.0, 0.0, overlap, catchup, grace, cron)
+        self._declared(name, m)
+
+    @rule(name=st.sampled_from([b"s0", b"s1", b"s2"]))
     def remove_schedule(self, name: bytes) -> None:
         book = self.engine.schedule_book()
         assert book.remove(self.engine, name) == (self.scheds.pop(name, None) is not None)
 
-    @rule(name=st.sampled_from([b"s0", b"s1"]))
+    @rule(name=st.sampled_from([b"s0", b"s1", b"s2"]))
     def pause_schedule(self, name: bytes) -> None:
         book = self.engine.schedule_book()
         m = self.scheds.get(name)
@@ -542,13 +669,13 @@ class EngineMachine(RuleBasedStateMachine):
         if m is not None:
             m.paused, m.next_fire = True, None
 
-    @rule(name=st.sampled_from([b"s0", b"s1"]))
+    @rule(name=st.sampled_from([b"s0", b"s1", b"s2"]))
     def resume_schedule(self, name: bytes) -> None:
         book = self.engine.schedule_book()
         m = self.scheds.get(name)
         assert book.resume(self.engine, name, self.now) == (m is not None)
         if m is not None and m.paused:
-            m.paused, m.next_fire = False, m.after(self.now + WALL)
+            m.paused, m.next_fire = False, m.after(self.now + self.wall)
 
     @rule()
     def finish_scheduled_jobs(self) -> None:
@@ -578,7 +705,7 @@ class EngineMachine(RuleBasedStateMachine):
                 assert s.entry is None
             else:
                 assert s.entry is not None and s.entry in self.engine.timers
-                assert s.entry[0] == pytest.approx(s.next_fire - WALL)
+                assert s.entry[0] == pytest.approx(due(s.next_fire) - self.wall)
 
     @rule(s=st.integers(0, 2))
     def reconnect(self, s: int) -> None:

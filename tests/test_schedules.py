@@ -99,9 +99,11 @@ def test_a_fired_job_is_a_put_with_the_schedules_fields() -> None:
     at, kind, payloads = e.ops[-1]  # (with the add's record: consecutive ones share a frame)
     assert kind == OP_SCHEDULE and at <= len(e.changes) - 1 and len(payloads) == 2
     payload = payloads[-1]
-    records = {"j": json.loads(schedules.record(s))["set"]}
+    replayed = schedules.Replay()
+    records = replayed.records
+    records["j"] = json.loads(schedules.record(s))["set"]
     records["j"]["last_job"] = 0
-    schedules.replay(records, payload)  # (a fire's record: packed, not JSON)
+    replayed.apply(payload, 1)  # (a fire's record: packed, not JSON)
     assert records["j"]["last_job"] == job.id and records["j"]["last_fire"] == EPOCH + 10
 
 
@@ -277,3 +279,30 @@ def test_a_fire_refused_like_a_put_is_missed() -> None:
     for k in (1, 2, 3):
         e.tick(100.0 + 10 * k)
     assert (s.fired, s.missed, len(e.jobs), asked) == (2, 1, 2, [5, 5, 5])
+
+
+def test_fires_spread_over_a_second_are_gathered_into_ticks() -> None:
+    """A thousand interval schedules a millisecond apart fire in at most 257 ticks a second
+    (one per 1/256 s), each fire at its time or up to 1/256 s later, never earlier: the
+    server's loop wakes, turns and writes the binlog per tick, not per fire."""
+    e = engine_at(EPOCH)
+    for i in range(1000):
+        add(e, f"s{i}", tube="t", every=1, start=EPOCH + 1 + i / 1000, overlap="allow")
+    book = e.schedule_book()
+    now = 100.0
+    ticks = 0
+    while now < 100.0 + 3:
+        when = e.tick(now)
+        assert when is not None
+        now = when
+        before = {s.name: s.fired for s in book.by_name.values()}
+        e.tick(now)
+        wall = now + e.wall_offset
+        fired = [s for s in book.by_name.values() if s.fired != before[s.name]]
+        ticks += bool(fired)
+        for s in fired:
+            assert s.last_fire is not None
+            assert 0 <= wall - s.last_fire <= schedules.TICK + 1e-6
+    fires = sum(s.fired for s in book.by_name.values())
+    assert fires >= 2000
+    assert ticks <= fires * 257 / 1000 + 2  # (was one tick per fire)
