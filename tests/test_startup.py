@@ -102,6 +102,9 @@ def test_nothing_heavy_is_imported_before_listening(binlog: bool, tmp_path: Path
     if not binlog:
         heavy |= {"logging", "beanq.binlog", "beanq.dispatch", "beanq.tubes", "beanq.protocol"}
     assert not heavy & modules, sorted(heavy & modules)
+    # setuptools' editable import hook (pathlib, urllib, fnmatch: ~17 ms of every start), which
+    # any plain `pip install -e .` in the venv brings back; the Makefile writes plain paths
+    assert not [m for m in modules if m.startswith("__editable__")]
 
 
 def test_locked_directory_exits_10_without_ever_accepting(tmp_path: Path) -> None:
