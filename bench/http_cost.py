@@ -116,6 +116,8 @@ def put_with_scrapes(
         else:
             result = lg.run(spec, server.pid)
         out["ops_per_s"] = result.ops_per_s
+        if result.server_cpu_pct > 0:  # (the scrapers' own CPU, on these cores, is not in it)
+            out["ops_per_cpu_s"] = result.ops_per_s * 100.0 / result.server_cpu_pct
         if result.errors:
             out["error"] = str(result.errors)
     except Exception as e:

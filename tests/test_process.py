@@ -246,3 +246,26 @@ def test_sigterm_after_a_holder_quit_still_exits_promptly() -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(5) == 0
         waiter.close()
+
+
+def _sleeps(pid: int) -> int:
+    """How often the process's main thread has gone to sleep (its voluntary switches)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+
+
+@pytest.mark.parametrize("http", [False, True], ids=["plain", "http"])
+def test_an_idle_server_sleeps(http: bool) -> None:
+    """Idle, with a client connected and a tube paused for a minute, the loop waits for its
+    next deadline: it used to wake every 50 ms to let trio look for signals (~20 sleeps a
+    second, 0.5 % of a core doing nothing). Signals still act at once (SIGUSR1 below)."""
+    args = ("--http", f"127.0.0.1:{free_port()}") if http else ()
+    with spawn_beanq(*args) as (host, port, proc), socket.create_connection((host, port)) as sock:
+        assert ask(sock, b"pause-tube default 60\r\n") == p.Reply("PAUSED")
+        time.sleep(1.0)  # (start-up's threads done, the memory check after input made)
+        before = _sleeps(proc.pid)
+        time.sleep(2.0)
+        assert _sleeps(proc.pid) - before <= 4
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.2)
+        assert ask(sock, b"put 0 0 1 1\r\nx\r\n") == p.Reply("DRAINING")
