@@ -16,8 +16,12 @@ per-job counters (kicks, deletes, pauses) do, as the engine keeps them.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from beanq.tubes import Engine, State
+
+if TYPE_CHECKING:
+    from beanq.schedules import ScheduleBook
 
 # What flush and move take (as the beanq-flush and beanq-move commands do)
 FLUSH_STATES: dict[str, tuple[State, ...]] = {
@@ -96,27 +100,23 @@ class Operations:
 
     async def schedule_pause(self, name: bytes) -> bool:
         """``beanq-schedule-pause`` (False: no such schedule)."""
-        book = self._engine.schedules
-        now = self._clock()
-        ok = book is not None and book.pause(self._engine, name)
-        await self._settle(now)
-        return ok
+        return await self._on_schedule(lambda book, now: book.pause(self._engine, name))
 
     async def schedule_resume(self, name: bytes) -> bool:
         """``beanq-schedule-resume``: its timer armed at the next fire time after now."""
-        book = self._engine.schedules
-        now = self._clock()
-        ok = book is not None and book.resume(self._engine, name, now)
-        await self._settle(now)
-        return ok
+        return await self._on_schedule(lambda book, now: book.resume(self._engine, name, now))
 
     async def schedule_remove(self, name: bytes) -> bool:
         """``beanq-schedule-rm`` (the jobs it put stay)."""
+        return await self._on_schedule(lambda book, now: book.remove(self._engine, name))
+
+    async def _on_schedule(self, change: Callable[[ScheduleBook, float], bool]) -> bool:
+        """``change`` made to the schedules, if there are any (False: none, or no such one)."""
         book = self._engine.schedules
         now = self._clock()
-        ok = book is not None and book.remove(self._engine, name)
+        done = book is not None and change(book, now)
         await self._settle(now)
-        return ok
+        return done
 
     async def drain(self, on: bool) -> None:
         """Drain mode (puts answered DRAINING) on, as SIGUSR1 turns it on, or off again."""

@@ -346,14 +346,7 @@ def run_http(run: Runner, results: dict[str, Any]) -> None:
                 + (f" ERROR {res['error']}" if "error" in res else "")
             )
     out: dict[str, Any] = {"put_c50": runs}
-    a = report.median(x["ops_per_s"] for x in runs["without"] if "ops_per_s" in x)
-    b = report.median(x["ops_per_s"] for x in runs["with"] if "ops_per_s" in x)
-    if a and b:
-        out["ratio"] = round(b / a, 3)
-    a = report.median(x["ops_per_cpu_s"] for x in runs["without"] if "ops_per_cpu_s" in x)
-    b = report.median(x["ops_per_cpu_s"] for x in runs["with"] if "ops_per_cpu_s" in x)
-    if a and b:
-        out["ratio_per_cpu_s"] = round(b / a, 3)
+    out.update(report.run_ratios(runs["without"], runs["with"]))
     if not run.over_budget("the /metrics scrape at many tubes"):
         many = http_cost.scrape_at_many_tubes(kind, run.args.flat_tubes)
         out["scrape_many_tubes"] = many

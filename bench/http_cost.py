@@ -115,11 +115,7 @@ def put_with_scrapes(
             out["console_requests"] = sum(len(p.times) for p in console)
         else:
             result = lg.run(spec, server.pid)
-        out["ops_per_s"] = result.ops_per_s
-        if result.server_cpu_pct > 0:  # (the scrapers' own CPU, on these cores, is not in it)
-            out["ops_per_cpu_s"] = result.ops_per_s * 100.0 / result.server_cpu_pct
-        if result.errors:
-            out["error"] = str(result.errors)
+        out.update(result.rates())  # (per CPU second: the scrapers' own CPU is not in it)
     except Exception as e:
         out["error"] = f"{type(e).__name__}: {e}"
     finally:

@@ -99,6 +99,16 @@ class LoadResult:
     def jobs_per_s(self) -> float:
         return self.jobs / self.window_s if self.window_s > 0 else 0.0
 
+    def rates(self) -> dict[str, Any]:
+        """ops/s and, where the server's CPU was seen, ops per second of it (steadier than
+        ops/s on a shared machine, and blind to the load generator's own CPU), and errors."""
+        out: dict[str, Any] = {"ops_per_s": self.ops_per_s}
+        if self.server_cpu_pct > 0:
+            out["ops_per_cpu_s"] = self.ops_per_s * 100.0 / self.server_cpu_pct
+        if self.errors:
+            out["error"] = str(self.errors)
+        return out
+
     def to_json(self) -> dict[str, Any]:
         return {
             "ops": self.ops,

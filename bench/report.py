@@ -28,6 +28,18 @@ def ratio(b: float | None, a: float | None) -> float | None:
     return b / a
 
 
+def run_ratios(base: list[dict[str, Any]], other: list[dict[str, Any]]) -> dict[str, float]:
+    """``ratio`` of the median ops/s of ``other``'s runs to ``base``'s, and
+    ``ratio_per_cpu_s`` of their ops per server CPU second (LoadResult.rates), where known."""
+    out: dict[str, float] = {}
+    for key, name in (("ops_per_s", "ratio"), ("ops_per_cpu_s", "ratio_per_cpu_s")):
+        a = median(x[key] for x in base if key in x)
+        b = median(x[key] for x in other if key in x)
+        if a and b:
+            out[name] = round(b / a, 3)
+    return out
+
+
 def geomean(values: Iterable[float | None]) -> float | None:
     vals = [v for v in values if v is not None and v > 0]
     if not vals:

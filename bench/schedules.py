@@ -67,11 +67,7 @@ def put_with_schedules(
                 hard_timeout=duration + 30.0,
             )
             result = lg.run(spec, server.pid)
-            out["ops_per_s"] = result.ops_per_s
-            if result.server_cpu_pct > 0:  # (steadier than ops/s on a shared machine)
-                out["ops_per_cpu_s"] = result.ops_per_s * 100.0 / result.server_cpu_pct
-            if result.errors:
-                out["error"] = str(result.errors)
+            out.update(result.rates())
             if schedules:
                 looked = time.time()
                 _, body = c.call(b"beanq-schedule-list\r\n")
@@ -119,14 +115,7 @@ def run(
                 + (f" ERROR {res['error']}" if "error" in res else "")
             )
     out: dict[str, Any] = {"schedules": schedules, "put_c50": runs}
-    a = report.median(x["ops_per_s"] for x in runs["none"] if "ops_per_s" in x)
-    b = report.median(x["ops_per_s"] for x in runs["with"] if "ops_per_s" in x)
-    if a and b:
-        out["ratio"] = round(b / a, 3)
-    a = report.median(x["ops_per_cpu_s"] for x in runs["none"] if "ops_per_cpu_s" in x)
-    b = report.median(x["ops_per_cpu_s"] for x in runs["with"] if "ops_per_cpu_s" in x)
-    if a and b:
-        out["ratio_per_cpu_s"] = round(b / a, 3)
+    out.update(report.run_ratios(runs["none"], runs["with"]))
     return out
 
 

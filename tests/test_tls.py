@@ -182,18 +182,24 @@ def test_handshake_stall_is_dropped_and_blocks_nobody(pki: Pki) -> None:
         assert "TLS handshake timed out" in proc.output()
 
 
-def test_mtls_maps_the_certificate_to_a_tokens_rights(pki: Pki) -> None:
-    worker = pki.client_cert("worker-1")
-    stranger = pki.client_cert("worker-2")
-    rogue_ca = trustme.CA()
-    rogue = pki.client_cert("rogue", ca=rogue_ca)
-    auth_file = pki.tmp / "auth.toml"
-    auth_file.write_text(
+def _auth_file(pki: Pki) -> Path:
+    """Tokens: w1 (worker-1's certificate) may reserve from jobs, prod (TOKEN) may put there."""
+    path = pki.tmp / "auth.toml"
+    path.write_text(
         "[tokens.w1]\n"
         'subject = "O=Example,OU=ops,CN=worker-1"\n'
         'reserve = ["jobs"]\n'
         f'[tokens.prod]\nhash = "{tokens.hash_token(TOKEN, log_n=4)}"\nput = ["jobs"]\n'
     )
+    return path
+
+
+def test_mtls_maps_the_certificate_to_a_tokens_rights(pki: Pki) -> None:
+    worker = pki.client_cert("worker-1")
+    stranger = pki.client_cert("worker-2")
+    rogue_ca = trustme.CA()
+    rogue = pki.client_cert("rogue", ca=rogue_ca)
+    auth_file = _auth_file(pki)
     extra = ["--tls-client-ca", str(pki.ca_file), "--auth", str(auth_file)]
     listener = "tls://127.0.0.1:{port},auth=required"
     with tls_server(pki, *extra, listener=listener) as (port, tls_port, proc):
@@ -268,13 +274,7 @@ def test_stock_clients_on_plaintext_beside_tls(pki: Pki) -> None:
 def per_listener_server(pki: Pki) -> Iterator[tuple[dict[str, int], ServerProcess]]:
     """One beanq with a tls:// listener for each client-cert= mode, --tls-client-ca and
     tokens: w1's certificate may reserve from jobs, the prod token may put into it."""
-    auth_file = pki.tmp / "auth.toml"
-    auth_file.write_text(
-        "[tokens.w1]\n"
-        'subject = "O=Example,OU=ops,CN=worker-1"\n'
-        'reserve = ["jobs"]\n'
-        f'[tokens.prod]\nhash = "{tokens.hash_token(TOKEN, log_n=4)}"\nput = ["jobs"]\n'
-    )
+    auth_file = _auth_file(pki)
     ports = {mode: free_port() for mode in ("required", "optional", "none")}
     listeners = [
         arg

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from beanq.http.answers import error
 from beanq.http.auth import Access, Gate
 from beanq.http.paths import schedule_name, tube_name
 from beanq.operations import FLUSH_STATES, MAX_COUNT, MAX_PAUSE, MOVE_STATES, Operations
@@ -27,10 +28,6 @@ MAX_BODY = 4096  # bytes of parameters an action takes, at most
 
 class BadParameter(Exception):
     pass
-
-
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message}, status_code=status)
 
 
 def _count(params: dict[str, Any], name: str, default: int | None, top: int) -> int:
@@ -72,21 +69,21 @@ def _schedule(request: Request) -> bytes:
 
 
 def _no_schedule(request: Request) -> JSONResponse:
-    return _error(404, "not_found", f"no schedule {request.path_params['name']}")
+    return error(404, "not_found", f"no schedule {request.path_params['name']}")
 
 
 async def kick(request: Request, ops: Operations, params: dict[str, Any]) -> Response:
     bound = _count(params, "bound", None, MAX_COUNT)
     kicked = await ops.kick(_tube(request), bound)
     if kicked is None:
-        return _error(404, "not_found", f"no tube {request.path_params['name']}")
+        return error(404, "not_found", f"no tube {request.path_params['name']}")
     return JSONResponse({"kicked": kicked})
 
 
 async def pause(request: Request, ops: Operations, params: dict[str, Any]) -> Response:
     seconds = _count(params, "seconds", None, MAX_PAUSE)
     if not await ops.pause(_tube(request), seconds):
-        return _error(404, "not_found", f"no tube {request.path_params['name']}")
+        return error(404, "not_found", f"no tube {request.path_params['name']}")
     return JSONResponse({"paused": seconds > 0, "seconds": seconds})
 
 
@@ -107,14 +104,14 @@ async def move(request: Request, ops: Operations, params: dict[str, Any]) -> Res
 async def kick_job(request: Request, ops: Operations, params: dict[str, Any]) -> Response:
     job_id = _job_id(request)
     if not await ops.kick_job(job_id):
-        return _error(404, "not_found", f"no buried or delayed job {job_id}")
+        return error(404, "not_found", f"no buried or delayed job {job_id}")
     return JSONResponse({"kicked": job_id})
 
 
 async def delete_job(request: Request, ops: Operations, params: dict[str, Any]) -> Response:
     job_id = _job_id(request)
     if not await ops.delete(job_id):
-        return _error(404, "not_found", f"no job {job_id} that is not reserved")
+        return error(404, "not_found", f"no job {job_id} that is not reserved")
     return JSONResponse({"deleted": job_id})
 
 
@@ -155,21 +152,21 @@ def routes(
             if why is None and operations is None:
                 why = "this server takes no actions over HTTP"
             if why is not None:
-                return _error(403, "forbidden", why)
+                return error(403, "forbidden", why)
             assert operations is not None
             body = await request.body()
             if len(body) > MAX_BODY:
-                return _error(413, "too_large", "the parameters are too large")
+                return error(413, "too_large", "the parameters are too large")
             try:
                 params = json.loads(body) if body.strip() else {}
             except ValueError:
-                return _error(400, "bad_request", "the body must be a JSON object")
+                return error(400, "bad_request", "the body must be a JSON object")
             if not isinstance(params, dict):
-                return _error(400, "bad_request", "the body must be a JSON object")
+                return error(400, "bad_request", "the body must be a JSON object")
             try:
                 return await handler(request, operations, params)
             except BadParameter as exc:
-                return _error(400, "bad_request", str(exc))
+                return error(400, "bad_request", str(exc))
 
         return guarded(endpoint)
 

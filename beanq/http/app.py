@@ -22,6 +22,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from beanq.http import actions, console, schedules
+from beanq.http.answers import PAGE_DEFAULT, PAGE_MAX, PAGING, error, number, page
 from beanq.http.auth import Access, Gate
 from beanq.http.metrics import EngineCollector, registry
 from beanq.http.paths import tube_name
@@ -32,8 +33,6 @@ from beanq.operations import Operations
 from beanq.tubes import URGENT_THRESHOLD, Job, Session, State, Tube
 
 API = "/api/v1"
-PAGE_DEFAULT = 100
-PAGE_MAX = 1000
 PREVIEW_MAX = 1024  # bytes of each body a page of jobs may show (?preview=N)
 _STATES = {
     "ready": State.READY,
@@ -54,10 +53,6 @@ class Settings:
         self.token = token  # None: no token file; the API is open, read-only, bodies hidden
         self.show_bodies = show_bodies
         self.max_tubes = max_tubes
-
-
-def error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message}, status_code=status)
 
 
 def build(
@@ -124,7 +119,7 @@ def build(
         return JSONResponse(values)
 
     async def rate_series(request: Request) -> Response:
-        seconds = _number(request.query_params.get("seconds", str(RATES_KEEP)))
+        seconds = number(request.query_params.get("seconds", str(RATES_KEEP)))
         if seconds is None or not 1 <= seconds <= RATES_KEEP:
             return error(400, "bad_request", f"seconds must be from 1 to {RATES_KEEP}")
         points = [p for p in rates.series() if p[0] >= -seconds]
@@ -132,22 +127,17 @@ def build(
 
     async def tubes(request: Request) -> Response:
         query = request.query_params
-        if not any(k in query for k in ("q", "sort", "order", "offset", "limit")):
+        if not any(k in query for k in PAGING):
             return JSONResponse({"tubes": [_tube_json(view, t) for t in view.tubes()]})
         rates.want_tubes()
         sort = query.get("sort", "")
         key = view.oldest_ready_age if sort == "oldest" else _TUBE_SORT.get(sort)
         if sort and key is None and sort not in _RATE_SORT:
             return error(400, "bad_request", f"sort must be one of {', '.join(_SORTS)}")
-        order = query.get("order", "asc")
-        if order not in ("asc", "desc"):
-            return error(400, "bad_request", "order must be asc or desc")
-        offset = _number(query.get("offset", "0"))
-        limit = _number(query.get("limit", str(PAGE_DEFAULT)))
-        if offset is None:
-            return error(400, "bad_request", "offset must be a number (0 or more)")
-        if limit is None or not 1 <= limit <= PAGE_MAX:
-            return error(400, "bad_request", f"limit must be from 1 to {PAGE_MAX}")
+        paged = page(query)
+        if isinstance(paged, Response):
+            return paged
+        descending, offset, limit = paged
         found = view.tubes()
         total = len(found)
         text = query.get("q", "").encode()
@@ -159,11 +149,10 @@ def build(
             found = sorted(found, key=lambda t: (rates.tube_rates(t) or unknown)[index])
         elif key is not None:
             found = sorted(found, key=key)
-        if order == "desc":
+        if descending:
             found.reverse()
-        page = found[offset : offset + limit]
         rows = []
-        for t in page:
+        for t in found[offset : offset + limit]:
             row = _tube_json(view, t)
             known = rates.tube_rates(t)
             for name, value in zip(_RATE_SORT, known or (None, None, None), strict=True):
@@ -191,9 +180,9 @@ def build(
         state = _STATES.get(state_text)
         if state is None:
             return error(400, "bad_request", f"state must be one of {', '.join(_STATES)}")
-        after = _number(query.get("after", "0"))
-        limit = _number(query.get("limit", str(PAGE_DEFAULT)))
-        preview = _number(query.get("preview", "0"))
+        after = number(query.get("after", "0"))
+        limit = number(query.get("limit", str(PAGE_DEFAULT)))
+        preview = number(query.get("preview", "0"))
         if after is None:
             return error(400, "bad_request", "after must be a job id (0 or more)")
         if limit is None or not 1 <= limit <= PAGE_MAX:
@@ -219,7 +208,7 @@ def build(
         )
 
     async def job(request: Request) -> Response:
-        job_id = _number(request.path_params["job_id"])
+        job_id = number(request.path_params["job_id"])
         if job_id is None:
             return error(400, "bad_request", "a job id is a number")
         found = view.job(job_id)
@@ -229,8 +218,8 @@ def build(
 
     async def connections(request: Request) -> Response:
         query = request.query_params
-        offset = _number(query.get("offset", "0"))
-        limit = _number(query["limit"]) if "limit" in query else None
+        offset = number(query.get("offset", "0"))
+        limit = number(query["limit"]) if "limit" in query else None
         if offset is None or ("limit" in query and (limit is None or limit < 1)):
             return error(400, "bad_request", "offset and limit must be numbers")
         now = view.clock()
@@ -342,10 +331,6 @@ _SORTS = [*_TUBE_SORT, "oldest", *_RATE_SORT]
 
 def _session_id(session: Session) -> int:
     return session.id
-
-
-def _number(text: str) -> int | None:
-    return int(text) if text.isdigit() and len(text) <= 20 else None
 
 
 def _find_tube(view: EngineView, name: bytes | None) -> Tube | Response:

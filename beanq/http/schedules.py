@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from beanq.http.answers import PAGING, error, page
 from beanq.http.paths import schedule_name
 from beanq.http.view import EngineView
 
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
     from beanq.schedules import Schedule
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-PAGE_DEFAULT = 100
-PAGE_MAX = 1000
 
 
 def _never_first(value: float | None) -> float:
@@ -62,14 +61,6 @@ def schedule_json(view: EngineView, sched: Schedule, wall: float, bodies: bool) 
     return row
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message}, status_code=status)
-
-
-def _number(text: str) -> int | None:
-    return int(text) if text.isdigit() and len(text) <= 20 else None
-
-
 def routes(
     api: str, view: EngineView, bodies: bool, guarded: Callable[[Endpoint], Endpoint]
 ) -> list[Route]:
@@ -78,33 +69,28 @@ def routes(
         wall = view.wall()
         found = view.schedules()
         total = len(found)
-        if not any(k in query for k in ("q", "sort", "order", "offset", "limit")):
+        if not any(k in query for k in PAGING):
             rows = [schedule_json(view, s, wall, bodies) for s in found]
             return JSONResponse({"schedules": rows, "total": total, "now": wall})
         sort = query.get("sort", "name")
         key = SORTS.get(sort)
         if key is None:
-            return _error(400, "bad_request", f"sort must be one of {', '.join(SORTS)}")
-        order = query.get("order", "asc")
-        if order not in ("asc", "desc"):
-            return _error(400, "bad_request", "order must be asc or desc")
-        offset = _number(query.get("offset", "0"))
-        limit = _number(query.get("limit", str(PAGE_DEFAULT)))
-        if offset is None:
-            return _error(400, "bad_request", "offset must be a number (0 or more)")
-        if limit is None or not 1 <= limit <= PAGE_MAX:
-            return _error(400, "bad_request", f"limit must be from 1 to {PAGE_MAX}")
+            return error(400, "bad_request", f"sort must be one of {', '.join(SORTS)}")
+        paged = page(query)
+        if isinstance(paged, Response):
+            return paged
+        descending, offset, limit = paged
         text = query.get("q", "").encode()
         if text:
             found = [s for s in found if text in s.name or text in s.tube]
         if sort != "name":  # (already by name: sorted() is stable, so ties stay by name)
             found = sorted(found, key=key)
-        if order == "desc":
+        if descending:
             found.reverse()
-        page = found[offset : offset + limit]
+        shown = found[offset : offset + limit]
         return JSONResponse(
             {
-                "schedules": [schedule_json(view, s, wall, bodies) for s in page],
+                "schedules": [schedule_json(view, s, wall, bodies) for s in shown],
                 "total": total,
                 "matched": len(found),
                 "offset": offset,
@@ -117,7 +103,7 @@ def routes(
         found = None if name is None else view.schedule(name)
         if found is None:
             shown = (name or b"").decode(errors="replace")
-            return _error(404, "not_found", f"no schedule {shown}")
+            return error(404, "not_found", f"no schedule {shown}")
         return JSONResponse(schedule_json(view, found, view.wall(), bodies))
 
     return [
